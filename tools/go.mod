@@ -1,0 +1,23 @@
+module github.com/mailwave/mailwave/tools
+
+go 1.26.0
+
+require (
+	github.com/mailwave/mailwave/pkg v0.0.0
+	github.com/mailwave/mailwave/proto v0.0.0
+	github.com/mailwave/mailwave/services/fbl-parser v0.0.0
+	github.com/mailwave/mailwave/services/inbound-dsn v0.0.0
+	github.com/mailwave/mailwave/services/planner v0.0.0
+	github.com/mailwave/mailwave/services/reputation-monitor v0.0.0
+	github.com/mailwave/mailwave/services/sender v0.0.0
+)
+
+replace (
+	github.com/mailwave/mailwave/pkg => ../pkg
+	github.com/mailwave/mailwave/proto => ../proto
+	github.com/mailwave/mailwave/services/fbl-parser => ../services/fbl-parser
+	github.com/mailwave/mailwave/services/inbound-dsn => ../services/inbound-dsn
+	github.com/mailwave/mailwave/services/planner => ../services/planner
+	github.com/mailwave/mailwave/services/reputation-monitor => ../services/reputation-monitor
+	github.com/mailwave/mailwave/services/sender => ../services/sender
+)
