@@ -1,0 +1,162 @@
+package mailwavev1
+
+import (
+	"strings"
+	"time"
+)
+
+// The names below are the other half of the contract: every stream,
+// subject, durable consumer and bucket the services share is declared here
+// once, next to the messages that travel on them.
+
+// Streams.
+const (
+	// StreamSend holds send requests, de-duplicated by idempotency key.
+	StreamSend = "SEND"
+	// StreamDispatch holds one message per recipient until it ends
+	// delivered, bounced or expired.
+	StreamDispatch = "DISPATCH"
+	// StreamEvents is the public outcome feed.
+	StreamEvents = "EVENTS"
+	// StreamInbound holds raw DSN, FBL and reply messages, stored before the
+	// receiving SMTP server answers 250.
+	StreamInbound = "INBOUND"
+	// StreamReports holds parsed bounce and complaint reports.
+	StreamReports = "REPORTS"
+	// StreamDead holds messages no service could decode, with the reason.
+	StreamDead = "DEAD"
+)
+
+// Subject prefixes and wildcards.
+const (
+	SubjectSendAll     = "mail.send.>"
+	SubjectDispatchAll = "mail.dispatch.>"
+	SubjectEventAll    = "mail.event.>"
+	SubjectInboundAll  = "mail.inbound.>"
+	SubjectReportAll   = "mail.report.>"
+	SubjectDeadAll     = "mail.dead.>"
+)
+
+// Send lanes: transactional mail has its own so it is never queued behind
+// a campaign.
+const (
+	LaneTransactional = "transactional"
+	LaneBulk          = "bulk"
+)
+
+// Durable consumer names.
+const (
+	ConsumerPlanner           = "planner"
+	ConsumerPlannerEvents     = "planner-events"
+	ConsumerSender            = "sender"
+	ConsumerInboundDSN        = "inbound-dsn"
+	ConsumerFBLParser         = "fbl-parser"
+	ConsumerReputationMonitor = "reputation-monitor"
+)
+
+// Key-value buckets and object stores.
+const (
+	// BucketSuppressions maps a suppression key to a Suppression.
+	BucketSuppressions = "suppressions"
+	// BucketPolicy maps a policy scope key to the current PolicyChange;
+	// every sender watches it.
+	BucketPolicy = "policy"
+	// ObjectStoreAudiences holds campaign audiences (NDJSON or CSV).
+	ObjectStoreAudiences = "audiences"
+)
+
+// Headers carried by every message the services publish.
+const (
+	// HeaderMsgID is JetStream's de-duplication header.
+	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderType names the protobuf message in the payload, for example
+	// "mailwave.v1.DeliveryEvent".
+	HeaderType = "Mailwave-Type"
+	// HeaderTrace is the trace id that follows a request through every
+	// service.
+	HeaderTrace = "Mailwave-Trace-Id"
+	// HeaderDeadReason says why a message went to the dead-letter subject.
+	HeaderDeadReason = "Mailwave-Dead-Reason"
+	// HeaderDeadSubject is the subject the dead message was first published on.
+	HeaderDeadSubject = "Mailwave-Dead-Subject"
+	// HeaderDeadConsumer names the consumer that gave up on it.
+	HeaderDeadConsumer = "Mailwave-Dead-Consumer"
+)
+
+// DuplicateWindow is how long JetStream remembers an idempotency key of
+// the SEND stream.
+const DuplicateWindow = 24 * time.Hour
+
+// SubjectSend is where a send request for tenant is published.
+func SubjectSend(lane, tenant string) string {
+	return "mail.send." + Token(lane) + "." + Token(tenant)
+}
+
+// LaneFor returns the send lane of a priority.
+func LaneFor(p Priority) string {
+	if p == Priority_PRIORITY_TRANSACTIONAL {
+		return LaneTransactional
+	}
+	return LaneBulk
+}
+
+// SubjectDispatch is where a message for pool and destination site waits
+// for the sender.
+func SubjectDispatch(pool, site string) string {
+	return "mail.dispatch." + Token(pool) + "." + Token(site)
+}
+
+// SubjectEvent is where an event of kind for tenant is published.
+func SubjectEvent(kind EventKind, tenant string) string {
+	return "mail.event." + EventKindWord(kind) + "." + Token(tenant)
+}
+
+// SubjectPolicyEvent is where a policy change is announced.
+func SubjectPolicyEvent(kind ScopeKind) string {
+	return "mail.event.policy." + Token(strings.ToLower(strings.TrimPrefix(kind.String(), "SCOPE_KIND_")))
+}
+
+// SubjectInbound is where a raw inbound message of kind is stored.
+func SubjectInbound(kind InboundKind) string {
+	return "mail.inbound." + Token(strings.ToLower(strings.TrimPrefix(kind.String(), "INBOUND_KIND_")))
+}
+
+// SubjectBounceReport and SubjectComplaintReport carry parsed reports.
+func SubjectBounceReport(tenant string) string { return "mail.report.bounce." + Token(tenant) }
+
+// SubjectComplaintReport carries a parsed complaint report for tenant.
+func SubjectComplaintReport(tenant string) string { return "mail.report.complaint." + Token(tenant) }
+
+// SubjectDead is the dead-letter subject for messages of stream.
+func SubjectDead(stream string) string { return "mail.dead." + Token(strings.ToLower(stream)) }
+
+// EventKindWord is the lower-case word of an event kind used in subjects,
+// for example "delivered".
+func EventKindWord(k EventKind) string {
+	return strings.ToLower(strings.TrimPrefix(k.String(), "EVENT_KIND_"))
+}
+
+// Token makes s safe as one subject token: NATS subjects split on '.', and
+// '*', '>' and white space are reserved. Empty becomes "_".
+func Token(s string) string {
+	if s == "" {
+		return "_"
+	}
+	clean := true
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '.' || c == '*' || c == '>' || c <= ' ' || c >= 0x7f:
+			clean = false
+		}
+	}
+	if clean {
+		return s
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if c == '.' || c == '*' || c == '>' || c <= ' ' || c >= 0x7f {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
