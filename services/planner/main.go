@@ -1,0 +1,42 @@
+// Command planner turns send requests into dispatch messages. See package
+// planner for what it does; this file only wires it.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/mailwave/mailwave/pkg/config"
+	"github.com/mailwave/mailwave/pkg/service"
+	"github.com/mailwave/mailwave/services/planner/planner"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "planner:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var cfg planner.Config
+	err := service.LoadConfig("planner", args, getenv, &cfg)
+	if errors.Is(err, service.ErrCheckOnly) {
+		fmt.Fprintf(stdout, "configuration ok: %v\n", config.Redacted(&cfg))
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := service.NewLogger(stderr, cfg.LogLevel)
+	log.Info("configuration", "config", config.Redacted(&cfg))
+	return planner.Run(ctx, cfg, log, service.Options{})
+}
