@@ -4,14 +4,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"github.com/mailwave/mailwave/pkg/config"
 	"github.com/mailwave/mailwave/pkg/service"
 	"github.com/mailwave/mailwave/services/planner/planner"
 )
@@ -28,15 +27,7 @@ func main() {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var cfg planner.Config
-	err := service.LoadConfig("planner", args, getenv, &cfg)
-	if errors.Is(err, service.ErrCheckOnly) {
-		fmt.Fprintf(stdout, "configuration ok: %v\n", config.Redacted(&cfg))
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	log := service.NewLogger(stderr, cfg.LogLevel)
-	log.Info("configuration", "config", config.Redacted(&cfg))
-	return planner.Run(ctx, cfg, log, service.Options{})
+	return service.Main(ctx, "planner", args, getenv, stdout, stderr, &cfg, func(ctx context.Context, log *slog.Logger) error {
+		return planner.Run(ctx, cfg, log, service.Options{})
+	})
 }

@@ -1,0 +1,34 @@
+// Command inbound-dsn receives bounces on the bounce domains, parses them and
+// acts on them. See package inbounddsn for what it does; this file only wires
+// it.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/mailwave/mailwave/pkg/service"
+	"github.com/mailwave/mailwave/services/inbound-dsn/inbounddsn"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "inbound-dsn:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var cfg inbounddsn.Config
+	return service.Main(ctx, "inbound-dsn", args, getenv, stdout, stderr, &cfg, func(ctx context.Context, log *slog.Logger) error {
+		return inbounddsn.Run(ctx, cfg, log, service.Options{})
+	})
+}
