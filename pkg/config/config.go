@@ -160,11 +160,14 @@ func collect(v reflect.Value) []field {
 	t := v.Type()
 	for i := range t.NumField() {
 		sf := t.Field(i)
-		if !sf.IsExported() {
+		isStruct := sf.Type.Kind() == reflect.Struct && sf.Type != reflect.TypeOf(time.Time{})
+		// An embedded struct's exported fields are promoted even when the
+		// struct type itself is unexported.
+		if !sf.IsExported() && !(sf.Anonymous && isStruct) {
 			continue
 		}
 		fv := v.Field(i)
-		if sf.Type.Kind() == reflect.Struct && sf.Type != reflect.TypeOf(time.Time{}) {
+		if isStruct {
 			for _, inner := range collect(fv) {
 				inner.path = sf.Name + "." + inner.path
 				out = append(out, inner)
