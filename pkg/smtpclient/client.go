@@ -127,8 +127,8 @@ type Result struct {
 // server offers PIPELINING (RFC 2920), then the content dot-stuffed (RFC
 // 5321 §4.5.2) and the final ".". A transaction left open by a failed
 // Send is reset with RSET first. from "" sends the null reverse path.
-// data is the whole message with CRLF line endings; it is not modified or
-// retained.
+// data is the whole message with CRLF line endings (a bare LF is sent as
+// CRLF); it is not modified or retained.
 //
 // When at least one recipient is accepted and the content is accepted,
 // Send returns a Result whose Rcpts tell which recipients were refused,
@@ -364,12 +364,12 @@ func (c *Client) writeMail(from string, size int64, utf8, eight bool) {
 	c.w.WriteString("\r\n")
 }
 
-var crlfDot = []byte("\n.")
-
 // writeDotStuffed writes the content, doubling a "." that starts a line
-// (RFC 5321 §4.5.2), then the terminating ".". It copies nothing beyond
-// what the buffered writer does. A "." after a bare LF is doubled as well,
-// so that a server that ends lines on LF cannot see an early end of data.
+// (RFC 5321 §4.5.2), then the terminating ".". A bare LF is written as
+// CRLF: RFC 5322 §2.3 forbids it, and a receiver that ends lines on LF
+// could otherwise see an end of data inside the content ("SMTP
+// smuggling"). The content is written straight from data through the
+// buffered writer, segment by segment, without an intermediate copy.
 func writeDotStuffed(w *bufio.Writer, data []byte) {
 	if len(data) == 0 {
 		w.WriteString(".\r\n")
@@ -378,18 +378,30 @@ func writeDotStuffed(w *bufio.Writer, data []byte) {
 	if data[0] == '.' {
 		w.WriteByte('.')
 	}
-	rest := data
-	for {
-		i := bytes.Index(rest, crlfDot)
-		if i < 0 {
-			w.Write(rest)
+	start := 0
+	for i := 0; ; {
+		j := bytes.IndexByte(data[i:], '\n')
+		if j < 0 {
 			break
 		}
-		w.Write(rest[:i+2])
-		w.WriteByte('.')
-		rest = rest[i+2:]
+		j += i
+		bare := j == 0 || data[j-1] != '\r'
+		dot := j+1 < len(data) && data[j+1] == '.'
+		if bare || dot {
+			w.Write(data[start:j])
+			if bare {
+				w.WriteByte('\r')
+			}
+			w.WriteByte('\n')
+			if dot {
+				w.WriteByte('.')
+			}
+			start = j + 1
+		}
+		i = j + 1
 	}
-	if !bytes.HasSuffix(data, []byte("\r\n")) {
+	w.Write(data[start:])
+	if data[len(data)-1] != '\n' {
 		w.WriteString("\r\n")
 	}
 	w.WriteString(".\r\n")

@@ -117,6 +117,11 @@ func (d *Dialer) Dial(ctx context.Context, addr, serverName string) (*Client, er
 	if d.HelloName == "" || strings.ContainsAny(d.HelloName, " \r\n") {
 		return nil, fmt.Errorf("%w: HelloName %q", ErrInvalidDialer, d.HelloName)
 	}
+	if d.SOCKS5 != "" {
+		if _, _, err := parseSOCKS5(d.SOCKS5); err != nil {
+			return nil, err
+		}
+	}
 	tlsMode := tlsOpportunistic
 	switch {
 	case d.RequireTLS || d.RequireVerifiedTLS:
