@@ -74,7 +74,8 @@ const (
 // carry are zero.
 type Report struct {
 	// FeedbackType is the Feedback-Type field, lowercased (RFC 5965 §3.1):
-	// one of the Feedback* constants or an unregistered value. Reports in
+	// one of the Feedback* constants or an unregistered value; "other" when
+	// the machine-readable part lacks the field. Reports in
 	// a provider format without the field (JMRP, scomp, no feedback part)
 	// are "abuse": those programs send only spam complaints.
 	FeedbackType string
@@ -125,8 +126,14 @@ type Report struct {
 	// Recipient returns "" and the platform has to recover the recipient
 	// from its own return path (SenderCandidates).
 	Redacted bool
+	// Forwarded reports that the report came attached (message/rfc822) to
+	// another message, as when a mailbox forwards what it received; every
+	// other field, Header included, is the attached report's.
+	Forwarded bool
 	// Fingerprint identifies the report, so that the same report received
-	// twice counts once; see Fingerprint for what it covers.
+	// twice counts once: the hex SHA-256 of its feedback type, sorted
+	// Original-Rcpt-To, arrival date, Source-IP and the reported message's
+	// Message-ID (or, without one, the reported message itself).
 	Fingerprint string
 }
 
@@ -184,6 +191,13 @@ type Reported struct {
 // feedback report and ErrMalformed (wrapping the cause) when it declares
 // itself one but cannot be read.
 func Parse(raw []byte) (*Report, error) {
+	return parse(raw, 0)
+}
+
+// maxForwardDepth bounds how deep parse looks for a forwarded report.
+const maxForwardDepth = 2
+
+func parse(raw []byte, depth int) (*Report, error) {
 	top := readHeaderBlock(raw, false)
 	if len(top.fields) == 0 {
 		return nil, fmt.Errorf("%w: no header", ErrNotReport)
@@ -230,6 +244,9 @@ func Parse(raw []byte) (*Report, error) {
 		case isSComp(r.Header):
 			r.Variant = VariantAOLSComp
 		default:
+			if fwd := w.forwarded(depth); fwd != nil {
+				return fwd, nil
+			}
 			return nil, ErrNotReport
 		}
 		if rep == nil {
@@ -279,6 +296,9 @@ func (r *Report) Recipient() string {
 	return ""
 }
 
+// maxCandidates bounds SenderCandidates: a genuine report has a handful.
+const maxCandidates = 16
+
 // SenderCandidates returns, without duplicates and in order of trust, the
 // envelope-sender addresses the report carries for the reported message:
 // Original-Mail-From, the reported message's Return-Path, and the
@@ -287,23 +307,20 @@ func (r *Report) Recipient() string {
 // its signature. Local parts keep their case.
 func (r *Report) SenderCandidates() []string {
 	var out []string
+	seen := map[string]bool{}
 	add := func(a string) {
 		a = strings.TrimSpace(a)
-		if a == "" || !strings.Contains(a, "@") {
+		if a == "" || !strings.Contains(a, "@") || seen[strings.ToLower(a)] || len(out) >= maxCandidates {
 			return
 		}
-		for _, o := range out {
-			if strings.EqualFold(o, a) {
-				return
-			}
-		}
+		seen[strings.ToLower(a)] = true
 		out = append(out, a)
 	}
 	add(r.OriginalMailFrom)
 	add(r.Reported.ReturnPath)
 	for _, rcv := range r.Reported.Header["Received"] {
-		low := strings.ToLower(rcv)
-		for i := 0; ; {
+		low := asciiLower(rcv)
+		for i := 0; len(out) < maxCandidates; {
 			j := strings.Index(low[i:], "envelope-from")
 			if j < 0 {
 				break
@@ -324,9 +341,10 @@ func (r *Report) SenderCandidates() []string {
 func (r *Report) fill(b headerBlock) {
 	h := b.header()
 	r.Fields = h
-	if v := h.Get("Feedback-Type"); v != "" {
-		r.FeedbackType = normaliseType(v)
-	} else if r.FeedbackType == "" {
+	// A missing or unreadable type is "other" (RFC 5965 §7.3): the report
+	// is kept, but nothing acts on it as a complaint.
+	r.FeedbackType = normaliseType(h.Get("Feedback-Type"))
+	if r.FeedbackType == "" {
 		r.FeedbackType = FeedbackOther
 	}
 	r.UserAgent = h.Get("User-Agent")
@@ -728,6 +746,24 @@ func inlineMessage(body []byte) (int, bool) {
 	return 0, false
 }
 
+// forwarded returns the first message/rfc822 part that is itself a
+// feedback report, or nil.
+func (w *walker) forwarded(depth int) *Report {
+	if depth >= maxForwardDepth {
+		return nil
+	}
+	for _, l := range w.leaves {
+		if l.mediaType != "message/rfc822" && l.mediaType != "message/global" {
+			continue
+		}
+		if r, err := parse(l.body, depth+1); err == nil {
+			r.Forwarded = true
+			return r
+		}
+	}
+	return nil
+}
+
 // isJMRP recognises Microsoft's Junk Mail Reporting Program format.
 func isJMRP(h mail.Header, rep *leaf) bool {
 	if h.Get("X-Hmxmroriginalrecipient") != "" {
@@ -770,7 +806,7 @@ func (w *walker) textSourceIP(subject string) netip.Addr {
 		}
 	}
 	for _, t := range texts {
-		low := strings.ToLower(t)
+		low := asciiLower(t)
 		for _, m := range ipMarkers {
 			i := strings.Index(low, m)
 			if i < 0 {
@@ -786,4 +822,17 @@ func (w *walker) textSourceIP(subject string) netip.Addr {
 		}
 	}
 	return netip.Addr{}
+}
+
+// asciiLower lowercases ASCII letters only, so that offsets into the
+// result are offsets into s (strings.ToLower may change the length of
+// text that is not valid UTF-8).
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }

@@ -9,10 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/mailwave/mailwave/pkg/arf"
 )
@@ -57,11 +55,17 @@ type miss struct {
 	file, field, want, got string
 }
 
+// outcome is one field of one sample: what the label says and what the
+// parser extracted, rendered the same way.
+type outcome struct {
+	want, got string
+}
+
 type sample struct {
 	file    string
 	report  *arf.Report
 	err     error
-	checked map[string]bool // field → matched
+	checked map[string]outcome
 }
 
 type result struct {
@@ -71,8 +75,11 @@ type result struct {
 func (r result) misses() int {
 	n := 0
 	for _, s := range r.samples {
-		for _, ok := range s.checked {
-			if !ok {
+		if s.err != nil {
+			n++
+		}
+		for _, o := range s.checked {
+			if o.want != o.got {
 				n++
 			}
 		}
@@ -120,109 +127,82 @@ func measure(ctx context.Context, dir string) (result, error) {
 // compare parses raw and checks it against l. A field whose label is null
 // must come out empty.
 func compare(l label, raw []byte) sample {
-	s := sample{file: l.File, checked: map[string]bool{}}
+	s := sample{file: l.File, checked: map[string]outcome{}}
 	s.report, s.err = arf.Parse(raw)
 	if s.err != nil {
-		for _, f := range fieldOrder {
-			s.checked[f] = false
-		}
 		return s
 	}
 	r := s.report
-	check := func(field string, ok bool) { s.checked[field] = ok }
+	check := func(field, want, got string) { s.checked[field] = outcome{want: want, got: got} }
 
 	wantType := l.Report.FeedbackType
 	if wantType == "" && len(l.FeedbackTypes) > 0 {
 		wantType = l.FeedbackTypes[0]
 	}
-	check("feedback_type", r.FeedbackType == wantType)
-	check("source_ip", ipString(r) == str(l.Report.SourceIP))
+	check("feedback_type", wantType, r.FeedbackType)
+	check("source_ip", str(l.Report.SourceIP), ipString(r))
 	// The reported recipient is what the labels give: Original-Rcpt-To when
 	// they have it, else the reported message's To.
 	if len(l.Report.OriginalRcptTo) > 0 {
-		check("recipient", slices.Equal(r.OriginalRcptTo, l.Report.OriginalRcptTo))
+		check("recipient", list(l.Report.OriginalRcptTo), list(r.OriginalRcptTo))
 	} else {
-		check("recipient", len(r.OriginalRcptTo) == 0 && r.Reported.To == str(l.ReportedMessage.To))
+		got := r.Reported.To
+		if len(r.OriginalRcptTo) > 0 {
+			got = list(r.OriginalRcptTo)
+		}
+		check("recipient", str(l.ReportedMessage.To), got)
 	}
-	check("original_rcpt_to", slices.Equal(r.OriginalRcptTo, l.Report.OriginalRcptTo))
-	check("original_mail_from", r.OriginalMailFrom == str(l.Report.OriginalMailFrom))
-	check("reported_domain", slices.Equal(r.ReportedDomains, l.Report.ReportedDomain))
-	check("user_agent", r.UserAgent == str(l.Report.UserAgent))
-	check("arrival_date", arrivalMatches(r, l.Report.ArrivalDate))
+	check("original_rcpt_to", list(l.Report.OriginalRcptTo), list(r.OriginalRcptTo))
+	check("original_mail_from", str(l.Report.OriginalMailFrom), r.OriginalMailFrom)
+	check("reported_domain", list(l.Report.ReportedDomain), list(r.ReportedDomains))
+	check("user_agent", str(l.Report.UserAgent), r.UserAgent)
+	check("arrival_date", arrivalWant(l.Report.ArrivalDate), arrivalGot(r, l.Report.ArrivalDate))
 	authFailure := ""
 	if r.AuthFailure != nil {
 		authFailure = r.AuthFailure.Type
 	}
-	check("auth_failure", authFailure == str(l.Report.AuthFailure))
+	check("auth_failure", str(l.Report.AuthFailure), authFailure)
 	rm := l.ReportedMessage
-	check("reported.part_type", r.Reported.PartType == str(rm.PartType))
-	check("reported.message_id", r.Reported.MessageID == str(rm.MessageID))
-	check("reported.from", r.Reported.From == str(rm.From))
-	check("reported.to", r.Reported.To == str(rm.To))
-	check("reported.subject", r.Reported.Subject == str(rm.Subject))
-	check("reported.date", r.Reported.Date == str(rm.Date))
+	check("reported.part_type", str(rm.PartType), r.Reported.PartType)
+	check("reported.message_id", str(rm.MessageID), r.Reported.MessageID)
+	check("reported.from", str(rm.From), r.Reported.From)
+	check("reported.to", str(rm.To), r.Reported.To)
+	check("reported.subject", str(rm.Subject), r.Reported.Subject)
+	check("reported.date", str(rm.Date), r.Reported.Date)
 	return s
 }
 
-// arrivalMatches compares the arrival date with its label: a string is
-// the field as written, a number the instant in Unix seconds.
-func arrivalMatches(r *arf.Report, lbl json.RawMessage) bool {
+// arrivalWant renders the arrival-date label: a string is the field as
+// written, a number the instant in Unix seconds.
+func arrivalWant(lbl json.RawMessage) string {
 	v := strings.TrimSpace(string(lbl))
-	switch {
-	case v == "" || v == "null":
-		return r.ArrivalDateRaw == "" && r.ArrivalDate.IsZero()
-	case strings.HasPrefix(v, `"`):
-		var s string
-		if err := json.Unmarshal(lbl, &s); err != nil {
-			return false
-		}
-		return r.ArrivalDateRaw == s
-	default:
-		n, err := strconv.ParseInt(v, 10, 64)
-		return err == nil && !r.ArrivalDate.IsZero() && r.ArrivalDate.Unix() == n
+	if v == "" || v == "null" {
+		return ""
 	}
+	var s string
+	if json.Unmarshal(lbl, &s) == nil {
+		return s
+	}
+	if _, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return "unix " + v
+	}
+	return "unreadable label " + v
 }
 
-// got renders what the parser extracted for a field, for the list of
-// misses.
-func got(r *arf.Report, field string) string {
-	if r == nil {
-		return "(not parsed)"
-	}
-	switch field {
-	case "feedback_type":
-		return r.FeedbackType
-	case "source_ip":
-		return ipString(r)
-	case "recipient", "original_rcpt_to":
-		return fmt.Sprintf("rcpt=%q to=%q", r.OriginalRcptTo, r.Reported.To)
-	case "original_mail_from":
-		return r.OriginalMailFrom
-	case "reported_domain":
-		return fmt.Sprintf("%q", r.ReportedDomains)
-	case "user_agent":
-		return r.UserAgent
-	case "arrival_date":
-		return fmt.Sprintf("%q (%s)", r.ArrivalDateRaw, r.ArrivalDate.UTC().Format(time.RFC3339))
-	case "auth_failure":
-		if r.AuthFailure == nil {
-			return ""
+// arrivalGot renders the parsed arrival date the way its label is written.
+func arrivalGot(r *arf.Report, lbl json.RawMessage) string {
+	v := strings.TrimSpace(string(lbl))
+	if _, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if r.ArrivalDate.IsZero() {
+			return fmt.Sprintf("unparsed %q", r.ArrivalDateRaw)
 		}
-		return r.AuthFailure.Type
-	case "reported.part_type":
-		return r.Reported.PartType
-	case "reported.message_id":
-		return r.Reported.MessageID
-	case "reported.from":
-		return r.Reported.From
-	case "reported.to":
-		return r.Reported.To
-	case "reported.subject":
-		return r.Reported.Subject
-	case "reported.date":
-		return r.Reported.Date
+		return "unix " + strconv.FormatInt(r.ArrivalDate.Unix(), 10)
 	}
-	return ""
+	return r.ArrivalDateRaw
+}
+
+func list(l []string) string {
+	return strings.Join(l, ", ")
 }
 
 func (res result) print(w io.Writer, verbose bool) {
@@ -237,7 +217,7 @@ func (res result) print(w io.Writer, verbose bool) {
 	for _, f := range fieldOrder {
 		ok := 0
 		for _, s := range res.samples {
-			if s.checked[f] {
+			if o, done := s.checked[f]; done && o.want == o.got {
 				ok++
 			}
 		}
@@ -250,14 +230,14 @@ func (res result) print(w io.Writer, verbose bool) {
 			continue
 		}
 		for _, f := range fieldOrder {
-			if !s.checked[f] {
-				ms = append(ms, miss{s.file, f, "(see labels.jsonl)", got(s.report, f)})
+			if o := s.checked[f]; o.want != o.got {
+				ms = append(ms, miss{s.file, f, o.want, o.got})
 			}
 		}
 	}
 	fmt.Fprintf(w, "misses: %d\n", len(ms))
 	for _, m := range ms {
-		fmt.Fprintf(w, "  %s %s: want %s, got %s\n", m.file, m.field, m.want, m.got)
+		fmt.Fprintf(w, "  %s %s: want %q, got %q\n", m.file, m.field, m.want, m.got)
 	}
 	if !verbose {
 		return
