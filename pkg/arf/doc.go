@@ -5,8 +5,9 @@
 // redaction conventions of RFC 6590, and the non-conforming forms that
 // mailbox providers send in practice: a missing report-type parameter, the
 // feedback fields in a text/plain part, the reported message attached with
-// another media type or inlined in a text part, Microsoft's Junk Mail
-// Reporting Program (JMRP) and AOL's older "scomp" reports.
+// another media type or inlined in a text part, a report forwarded as an
+// attachment, Microsoft's Junk Mail Reporting Program (JMRP) and AOL's
+// older "scomp" reports.
 //
 // A "this is spam" click is the strongest signal a mailbox provider sends
 // back, so the parser is lenient in what it reads and records how the
