@@ -1,0 +1,64 @@
+// Package sender delivers dispatch messages over SMTP: it resolves the
+// recipient domain's MX, binds the message's source IP, greets with that
+// IP's name, upgrades to TLS when offered, reuses sessions per destination,
+// and turns every answer into a delivery event — delivered, deferred (with
+// a retry), bounced or expired.
+package sender
+
+import (
+	"net"
+	"time"
+
+	"github.com/mailwave/mailwave/pkg/config"
+	"github.com/mailwave/mailwave/pkg/service"
+)
+
+// Config is the sender's configuration.
+type Config struct {
+	service.Common
+	// DNSServer is the resolver for MX lookups; empty uses /etc/resolv.conf.
+	DNSServer string `env:"MW_DNS_SERVER" flag:"dns-server" usage:"host:port of the DNS resolver for MX lookups (default: /etc/resolv.conf)"`
+	// SMTPPort is the destination port of MX hosts: 25, except against a
+	// simulator.
+	SMTPPort int `env:"MW_SMTP_PORT" flag:"smtp-port" default:"25" usage:"destination port of MX hosts"`
+	// HeloName greets when a message's routing names none.
+	HeloName string `env:"MW_HELO_NAME" flag:"helo-name" usage:"default EHLO name (default: the host name)"`
+	// Workers is the number of messages in delivery at once.
+	Workers int `env:"MW_SENDER_WORKERS" flag:"workers" default:"64" usage:"messages in delivery at once"`
+	// MaxPerConnection bounds the messages sent on one SMTP session.
+	MaxPerConnection int `env:"MW_MAX_PER_CONNECTION" default:"100" usage:"messages sent on one SMTP session before it is closed"`
+	// IdleTimeout closes a reusable session nobody used for this long.
+	IdleTimeout time.Duration `env:"MW_SMTP_IDLE_TIMEOUT" default:"15s" usage:"how long an idle SMTP session is kept for reuse"`
+	// RetryInterval is the first retry delay after a temporary failure; it
+	// doubles per attempt up to RetryMax.
+	RetryInterval time.Duration `env:"MW_RETRY_INTERVAL" default:"1m" usage:"first retry delay after a temporary failure"`
+	RetryMax      time.Duration `env:"MW_RETRY_MAX" default:"4h" usage:"longest retry delay"`
+}
+
+// Validate checks the configuration; errors name the variable.
+func (c *Config) Validate() error {
+	if err := c.Common.Validate(); err != nil {
+		return err
+	}
+	if c.DNSServer != "" {
+		if _, _, err := net.SplitHostPort(c.DNSServer); err != nil {
+			return config.Errorf("MW_DNS_SERVER", "%v", err)
+		}
+	}
+	if c.SMTPPort < 1 || c.SMTPPort > 65535 {
+		return config.Errorf("MW_SMTP_PORT", "must be a port number, got %d", c.SMTPPort)
+	}
+	if c.Workers < 1 {
+		return config.Errorf("MW_SENDER_WORKERS", "must be at least 1")
+	}
+	if c.MaxPerConnection < 1 {
+		return config.Errorf("MW_MAX_PER_CONNECTION", "must be at least 1")
+	}
+	if c.IdleTimeout <= 0 {
+		return config.Errorf("MW_SMTP_IDLE_TIMEOUT", "must be positive")
+	}
+	if c.RetryInterval <= 0 || c.RetryMax < c.RetryInterval {
+		return config.Errorf("MW_RETRY_INTERVAL", "must be positive and not above MW_RETRY_MAX")
+	}
+	return nil
+}

@@ -1,0 +1,259 @@
+package sender
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/mailwave/mailwave/pkg/events"
+	"github.com/mailwave/mailwave/pkg/mx"
+	"github.com/mailwave/mailwave/pkg/service"
+	"github.com/mailwave/mailwave/pkg/smtpclient"
+	mailwavev1 "github.com/mailwave/mailwave/proto/mailwave/v1"
+)
+
+// Run runs the sender until ctx is cancelled, then drains: it stops
+// fetching, lets messages in an SMTP session finish, and hands the rest
+// back to the stream.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options) error {
+	if cfg.HeloName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("sender: host name for EHLO: %w", err)
+		}
+		cfg.HeloName = h
+	}
+	return service.Run(ctx, "sender", cfg.Common, opts, log, func(ctx context.Context, rt *service.Runtime) (map[string]http.Handler, func(context.Context) error, error) {
+		s, err := newSender(cfg, rt, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		c := &events.Consumer[*mailwavev1.DispatchMessage]{
+			JS: rt.JS, Stream: mailwavev1.StreamDispatch, Name: mailwavev1.ConsumerSender,
+			New:     func() *mailwavev1.DispatchMessage { return &mailwavev1.DispatchMessage{} },
+			Handle:  s.handle,
+			Workers: cfg.Workers,
+			Logger:  log,
+			OnDead:  rt.OnDead(mailwavev1.StreamDispatch),
+		}
+		return nil, func(ctx context.Context) error {
+			defer s.sessions.closeAll()
+			go s.sessions.reapIdle(ctx, cfg.IdleTimeout)
+			return c.Run(ctx)
+		}, nil
+	})
+}
+
+type sender struct {
+	cfg      Config
+	rt       *service.Runtime
+	log      *slog.Logger
+	routes   *mx.Resolver
+	sessions *sessions
+	now      func() time.Time
+
+	attempts *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, error) {
+	attempts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mailwave_sender_attempts_total",
+		Help: "Delivery attempts by outcome, provider and source IP.",
+	}, []string{"outcome", "provider", "source_ip"})
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "mailwave_sender_smtp_seconds",
+		Help:    "Time of one SMTP transaction, from session to final reply.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+	}, []string{"provider"})
+	rt.Metrics.MustRegister(attempts, latency)
+	routes, err := mx.NewResolver(cfg.DNSServer, mx.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("sender: MW_DNS_SERVER: %w", err)
+	}
+	return &sender{
+		cfg:      cfg,
+		rt:       rt,
+		log:      log,
+		routes:   routes,
+		sessions: newSessions(cfg.MaxPerConnection),
+		now:      time.Now,
+		attempts: attempts,
+		latency:  latency,
+	}, nil
+}
+
+// outcome is what one attempt decided.
+type outcome struct {
+	kind     mailwavev1.EventKind
+	code     int
+	enhanced string
+	text     string
+	phase    string
+	class    mailwavev1.BounceClass
+	reason   string
+	remoteMX string
+	remoteIP string
+	provider string
+	tls      bool
+}
+
+func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchMessage]) error {
+	d := m.Payload
+	if d.GetMessageId() == "" || d.GetRecipient() == "" || len(d.GetData()) == 0 {
+		return fmt.Errorf("%w: dispatch needs message_id, recipient and data", events.ErrMalformed)
+	}
+	now := s.now()
+	attempt := int32(m.Delivered)
+	if exp := d.GetExpiresAt(); exp != nil && now.After(exp.AsTime()) {
+		return s.publish(ctx, d, attempt, outcome{
+			kind: mailwavev1.EventKind_EVENT_KIND_EXPIRED, class: mailwavev1.BounceClass_BOUNCE_CLASS_SOFT,
+			reason: "expired", text: "max age passed without delivery",
+		}, time.Time{})
+	}
+	if nb := d.GetNotBefore(); nb != nil && nb.AsTime().After(now) {
+		return events.Retry(nb.AsTime().Sub(now), errors.New("not before"))
+	}
+	start := time.Now()
+	o := s.attempt(ctx, d)
+	s.latency.WithLabelValues(o.provider).Observe(time.Since(start).Seconds())
+	s.attempts.WithLabelValues(eventWord(o.kind), o.provider, d.GetRouting().GetSourceIp()).Inc()
+	if o.kind != mailwavev1.EventKind_EVENT_KIND_DEFERRED {
+		return s.publish(ctx, d, attempt, o, time.Time{})
+	}
+	delay := s.retryDelay(attempt)
+	next := now.Add(delay)
+	if exp := d.GetExpiresAt(); exp != nil && next.After(exp.AsTime()) {
+		// The next attempt would come after the max age: try once more at
+		// the deadline, when the expiry check ends it.
+		next = exp.AsTime().Add(time.Second)
+		delay = next.Sub(now)
+	}
+	if err := s.publish(ctx, d, attempt, o, next); err != nil {
+		return err
+	}
+	return events.Retry(delay, fmt.Errorf("deferred: %d %s", o.code, o.text))
+}
+
+func (s *sender) retryDelay(attempt int32) time.Duration {
+	d := s.cfg.RetryInterval
+	for i := int32(1); i < attempt && d < s.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	return min(d, s.cfg.RetryMax)
+}
+
+// attempt makes one delivery attempt through the MX hosts of the
+// recipient's domain, in preference order: a host that cannot be reached
+// passes to the next; an SMTP answer is final for this attempt.
+func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) outcome {
+	domain := d.GetRouting().GetRecipientDomain()
+	if domain == "" {
+		domain = domainOf(d.GetRecipient())
+	}
+	route, err := s.routes.Route(ctx, domain)
+	if err != nil {
+		o := outcome{provider: domain, phase: "dns", text: err.Error()}
+		switch {
+		case errors.Is(err, mx.ErrNullMX):
+			o.kind, o.class, o.reason, o.code, o.enhanced = mailwavev1.EventKind_EVENT_KIND_BOUNCED, mailwavev1.BounceClass_BOUNCE_CLASS_HARD, "notaccept", 556, "5.1.10"
+		case errors.Is(err, mx.ErrNoSuchDomain):
+			o.kind, o.class, o.reason, o.code, o.enhanced = mailwavev1.EventKind_EVENT_KIND_BOUNCED, mailwavev1.BounceClass_BOUNCE_CLASS_HARD, "hostunknown", 550, "5.1.2"
+		default:
+			o.kind, o.class, o.reason = mailwavev1.EventKind_EVENT_KIND_DEFERRED, mailwavev1.BounceClass_BOUNCE_CLASS_SOFT, "networkerror"
+		}
+		return o
+	}
+	var source netip.Addr
+	if ip := d.GetRouting().GetSourceIp(); ip != "" {
+		source, _ = netip.ParseAddr(ip)
+	}
+	helo := d.GetRouting().GetHeloName()
+	if helo == "" {
+		helo = s.cfg.HeloName
+	}
+	last := outcome{
+		kind: mailwavev1.EventKind_EVENT_KIND_DEFERRED, class: mailwavev1.BounceClass_BOUNCE_CLASS_SOFT,
+		reason: "networkerror", provider: route.Provider, text: "no MX host reachable", phase: "connect",
+	}
+	for _, host := range route.Hosts {
+		for _, ip := range host.Addrs {
+			addr := net.JoinHostPort(ip.String(), strconv.Itoa(s.cfg.SMTPPort))
+			res, err := s.sessions.send(ctx, sessionKey{source: source, addr: addr}, func() *smtpclient.Dialer {
+				return &smtpclient.Dialer{LocalAddr: source, HelloName: helo}
+			}, host.Name, d.GetReturnPath(), d.GetRecipient(), d.GetData())
+			o := classify(res, err)
+			o.remoteMX, o.remoteIP, o.provider = host.Name, ip.String(), route.Provider
+			if o.phase != "connect" && o.phase != "greeting" {
+				return o
+			}
+			last = o
+		}
+	}
+	return last
+}
+
+func (s *sender) publish(ctx context.Context, d *mailwavev1.DispatchMessage, attempt int32, o outcome, next time.Time) error {
+	r := d.GetRouting()
+	ev := &mailwavev1.DeliveryEvent{
+		EventId:           events.NewID(),
+		Kind:              o.kind,
+		Origin:            mailwavev1.Origin_ORIGIN_SMTP,
+		MessageId:         d.GetMessageId(),
+		RequestId:         d.GetRequestId(),
+		Tenant:            d.GetTenant(),
+		Brand:             d.GetBrand(),
+		MailStream:        d.GetMailStream(),
+		CommunicationType: d.GetCommunicationType(),
+		CampaignId:        d.GetCampaignId(),
+		Recipient:         d.GetRecipient(),
+		SmtpCode:          int32(o.code),
+		EnhancedCode:      o.enhanced,
+		Response:          o.text,
+		Reason:            o.reason,
+		BounceClass:       o.class,
+		Phase:             o.phase,
+		RemoteMx:          o.remoteMX,
+		RemoteIp:          o.remoteIP,
+		SourceIp:          r.GetSourceIp(),
+		Pool:              r.GetPool(),
+		SendingDomain:     r.GetSendingDomain(),
+		Provider:          o.provider,
+		Attempt:           attempt,
+		OccurredAt:        timestamppb.New(s.now()),
+		CreatedAt:         d.GetCreatedAt(),
+		Tls:               o.tls,
+		Metadata:          d.GetMetadata(),
+		ExternalId:        d.GetMetadata()["external_id"],
+	}
+	if o.kind == mailwavev1.EventKind_EVENT_KIND_DELIVERED {
+		ev.BounceClass = mailwavev1.BounceClass_BOUNCE_CLASS_UNSPECIFIED
+	}
+	if !next.IsZero() {
+		ev.NextAttemptAt = timestamppb.New(next)
+	}
+	msgID := d.GetMessageId() + ":" + eventWord(o.kind) + ":" + strconv.Itoa(int(attempt))
+	_, err := s.rt.Pub.Publish(ctx, mailwavev1.SubjectEvent(o.kind, d.GetTenant()), ev, events.WithMsgID(msgID))
+	return err
+}
+
+func eventWord(k mailwavev1.EventKind) string { return mailwavev1.EventKindWord(k) }
+
+func domainOf(addr string) string {
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == '@' {
+			return addr[i+1:]
+		}
+	}
+	return ""
+}
