@@ -45,6 +45,7 @@ type Client struct {
 	needReset bool // a transaction was opened and not completed
 	closed    atomic.Bool
 	num       []byte // scratch for SIZE=
+	abort     func() // c.Close as a func value made once, for AfterFunc
 }
 
 // connWriter refreshes the write deadline before each write, so that a
@@ -290,12 +291,14 @@ func (c *Client) transaction(from string, rcpts []string, data []byte, utf8, eig
 		if c.rep.code == 354 {
 			// RFC 2920 §3.1: a server that accepted DATA without a valid
 			// recipient gets an empty message, which it must refuse.
+			// Nothing can be delivered, so a failure here is PhaseData,
+			// not PhaseDot (see MaybeDelivered).
 			c.cw.timeout = c.t.DataBlock
 			c.w.WriteString(".\r\n")
-			if err := c.flush(PhaseDot); err != nil {
+			if err := c.flush(PhaseData); err != nil {
 				return err
 			}
-			if err := c.readReply(PhaseDot, c.t.DataTerm); err != nil {
+			if err := c.readReply(PhaseData, c.t.DataTerm); err != nil {
 				return err
 			}
 			c.needReset = false
@@ -545,7 +548,7 @@ func (c *Client) watch(ctx context.Context) func() bool {
 	if ctx.Done() == nil {
 		return nil
 	}
-	return context.AfterFunc(ctx, func() { c.Close() })
+	return context.AfterFunc(ctx, c.abort)
 }
 
 // unwatch stops watching; it returns false when ctx fired.

@@ -693,3 +693,117 @@ func TestConnectRefused(t *testing.T) {
 		t.Errorf("no hello name: %v", err)
 	}
 }
+
+// A 421 in the middle of a session ends it: the error is temporary and
+// the Client refuses further use.
+func TestServiceClosingMidSession(t *testing.T) {
+	addr := scripted(t, func(c net.Conn, r *bufio.Reader) {
+		c.Write([]byte("220 busy.test\r\n"))
+		readCmd(r)
+		c.Write([]byte("250-busy.test\r\n250 PIPELINING\r\n"))
+		readCmd(r) // MAIL
+		c.Write([]byte("421 4.7.0 busy.test closing, too many messages\r\n"))
+	})
+	c, err := dialer("out.sender.test").Dial(t.Context(), addr, "busy.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Send(t.Context(), "a@s.test", []string{"b@d.test"}, message(100), smtpclient.SendOptions{})
+	e := asError(t, err)
+	if e.Phase != smtpclient.PhaseMail || e.Code != 421 || e.EnhancedCode != "4.7.0" || !e.Temporary() || e.MaybeDelivered() {
+		t.Errorf("error %+v", e)
+	}
+	if !c.Closed() {
+		t.Error("session open after 421")
+	}
+	if _, err := c.Send(t.Context(), "a@s.test", []string{"b@d.test"}, message(100), smtpclient.SendOptions{}); !errors.Is(err, smtpclient.ErrClosed) {
+		t.Errorf("second Send: %v", err)
+	}
+}
+
+// A context that ends while the client waits for the reply to the final
+// "." closes the connection; the error says the message may have been
+// delivered.
+func TestSendContextCancelled(t *testing.T) {
+	addr := scripted(t, func(c net.Conn, r *bufio.Reader) {
+		c.Write([]byte("220 slow.test\r\n"))
+		readCmd(r)
+		c.Write([]byte("250-slow.test\r\n250 PIPELINING\r\n"))
+		for range 3 {
+			readCmd(r)
+		}
+		c.Write([]byte("250 ok\r\n250 ok\r\n354 go\r\n"))
+		readData(r)
+		readCmd(r) // never answers; returns when the client closes
+	})
+	c, err := dialer("out.sender.test").Dial(t.Context(), addr, "slow.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancelCause(t.Context())
+	errShutdown := errors.New("shutting down")
+	go func() {
+		<-time.After(100 * time.Millisecond)
+		cancel(errShutdown)
+	}()
+	_, err = c.Send(ctx, "a@s.test", []string{"b@d.test"}, message(100), smtpclient.SendOptions{})
+	if !errors.Is(err, errShutdown) {
+		t.Fatalf("error %v, want the context's cause", err)
+	}
+	if e := asError(t, err); e.Phase != smtpclient.PhaseDot || !e.MaybeDelivered() || !e.Temporary() {
+		t.Errorf("error %+v", e)
+	}
+	if !c.Closed() {
+		t.Error("connection open after cancellation")
+	}
+}
+
+// A server that offers STARTTLS and then refuses it keeps the session in
+// plaintext (RFC 3207 §4), unless TLS is required.
+func TestStartTLSRefused(t *testing.T) {
+	addr := scripted(t, func(c net.Conn, r *bufio.Reader) {
+		c.Write([]byte("220 odd.test\r\n"))
+		for {
+			l, err := readCmd(r)
+			if err != nil {
+				return
+			}
+			switch {
+			case strings.HasPrefix(l, "EHLO"):
+				c.Write([]byte("250-odd.test\r\n250 STARTTLS\r\n"))
+			case l == "STARTTLS":
+				c.Write([]byte("454 4.7.0 TLS not available due to temporary reason\r\n"))
+			case l == "DATA":
+				c.Write([]byte("354 go\r\n"))
+				readData(r)
+				c.Write([]byte("250 ok\r\n"))
+			case l == "QUIT":
+				c.Write([]byte("221 bye\r\n"))
+				return
+			default:
+				c.Write([]byte("250 ok\r\n"))
+			}
+		}
+	})
+	c, err := dialer("out.sender.test").Dial(t.Context(), addr, "odd.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used, _ := c.TLS(); used {
+		t.Error("TLS used")
+	}
+	if _, err := c.Send(t.Context(), "a@s.test", []string{"b@d.test"}, message(100), smtpclient.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.Quit(t.Context())
+
+	d := dialer("out.sender.test")
+	d.RequireTLS = true
+	_, err = d.Dial(t.Context(), addr, "odd.test")
+	e := asError(t, err)
+	if !errors.Is(err, smtpclient.ErrTLSRequired) || e.Code != 454 || e.Phase != smtpclient.PhaseStartTLS || !e.Temporary() {
+		t.Errorf("required: %+v", e)
+	}
+}

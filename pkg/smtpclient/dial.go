@@ -315,6 +315,9 @@ func (c *Client) startTLS(ctx context.Context, d *Dialer, serverName string, mod
 		return err
 	}
 	if c.rep.code != 220 {
+		if c.rep.code == 421 {
+			return c.replyError(PhaseStartTLS)
+		}
 		if mode == tlsRequired {
 			e := c.replyError(PhaseStartTLS)
 			e.Err = ErrTLSRequired
@@ -401,6 +404,7 @@ func newClient(raw net.Conn, addr, helloName string, t Timeouts) *Client {
 	c.r = bufio.NewReaderSize(raw, 4096)
 	c.w = bufio.NewWriterSize(c.cw, 16<<10)
 	c.conn = raw
+	c.abort = func() { c.Close() }
 	return c
 }
 

@@ -128,6 +128,15 @@ var permanentSentinels = []error{ErrMessageTooLarge, ErrSMTPUTF8Unsupported, Err
 // negation of Permanent, so every error is exactly one of the two.
 func (e *Error) Temporary() bool { return !e.Permanent() }
 
+// MaybeDelivered reports whether the server may have accepted the
+// message although Send failed: the content was being sent or its final
+// "." was sent, and no reply was read (RFC 5321 §4.1.1.4 notes, RFC 1047).
+// Retrying such a message may deliver it twice. Every other error from
+// Send left nothing delivered, so the message can be retried at once on a
+// new connection when the error is Temporary (a reused connection that
+// the server had closed while idle fails this way at PhaseMail with Code 0).
+func (e *Error) MaybeDelivered() bool { return e.Phase == PhaseDot && e.Code == 0 }
+
 // Timeout reports whether the error is a timeout (a phase timeout or the
 // context's deadline; context.DeadlineExceeded is a timeout too).
 func (e *Error) Timeout() bool {
