@@ -212,6 +212,7 @@ func (c *Client) transaction(from string, rcpts []string, data []byte, utf8, eig
 			if err := c.expect2xx(PhaseMail, c.t.Command); err != nil {
 				return err
 			}
+			c.needReset = false
 		}
 	}
 	c.writeMail(from, int64(len(data)), utf8, eight)

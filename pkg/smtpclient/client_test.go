@@ -340,6 +340,12 @@ func TestHELOFallbackWithoutPipelining(t *testing.T) {
 			switch verb {
 			case "EHLO":
 				c.Write([]byte("502 5.5.1 what?\r\n"))
+			case "RCPT":
+				if strings.Contains(l, "refuse") {
+					c.Write([]byte("550 5.1.1 no such user\r\n"))
+				} else {
+					c.Write([]byte("250 ok\r\n"))
+				}
 			case "DATA":
 				c.Write([]byte("354 go\r\n"))
 				if readData(r) != nil {
@@ -365,10 +371,19 @@ func TestHELOFallbackWithoutPipelining(t *testing.T) {
 	if res.Pipelined || res.Reply != "queued as 123" {
 		t.Errorf("result %+v", res)
 	}
+	// A refused recipient leaves the transaction open: the next one
+	// starts with RSET.
+	if _, err := c.Send(t.Context(), "", []string{"refuse@old.test"}, message(100), smtpclient.SendOptions{}); asError(t, err).Code != 550 {
+		t.Fatalf("refused: %v", err)
+	}
+	if _, err := c.Send(t.Context(), "", []string{"c@old.test"}, message(100), smtpclient.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Quit(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	want := "EHLO out.sender.test|HELO out.sender.test|MAIL FROM:<>|RCPT TO:<a@old.test>|RCPT TO:<b@old.test>|DATA|QUIT"
+	want := "EHLO out.sender.test|HELO out.sender.test|MAIL FROM:<>|RCPT TO:<a@old.test>|RCPT TO:<b@old.test>|DATA|" +
+		"MAIL FROM:<>|RCPT TO:<refuse@old.test>|RSET|MAIL FROM:<>|RCPT TO:<c@old.test>|DATA|QUIT"
 	if cmds := strings.Join(<-got, "|"); cmds != want {
 		t.Errorf("commands\n got %s\nwant %s", cmds, want)
 	}
