@@ -1,0 +1,255 @@
+package dsn
+
+import (
+	"net/textproto"
+	"strconv"
+	"strings"
+
+	"github.com/mailwave/mailwave/pkg/reason"
+)
+
+// build turns the header and parts of a message into its description.
+func build(top textproto.MIMEHeader, p *parts) *Message {
+	m := &Message{
+		Kind:    KindOther,
+		From:    top.Get("From"),
+		Subject: top.Get("Subject"),
+	}
+	ct := strings.ToLower(top.Get("Content-Type"))
+	if p.feedback || strings.Contains(ct, "feedback-report") {
+		m.Kind = KindARF
+		m.Original = originalOf(p, "")
+		return m
+	}
+
+	text := strings.Join(p.texts, "\n")
+	expl, inlineReturned := splitReturned(text)
+	m.Original = originalOf(p, inlineReturned)
+
+	// Standard reports first: a delivery-status part, or its fields
+	// written into the text.
+	var pm perMessage
+	var srecs []statusRecord
+	for _, b := range p.status {
+		x, rs := readStatus(b)
+		if pm.reportingMTA == "" {
+			pm = x
+		}
+		srecs = append(srecs, rs...)
+	}
+	if len(srecs) == 0 {
+		pm, srecs = inlineStatus(expl)
+	}
+	m.ReportingMTA, m.ArrivalDate = pm.reportingMTA, pm.arrivalDate
+
+	bounceish := isBounceSender(top.Get("From")) || isBounceSubject(m.Subject) ||
+		top.Get("X-Failed-Recipients") != "" || len(p.status) > 0
+	excluded := excludedAddrs(top, m.Original)
+
+	switch {
+	case len(srecs) > 0:
+		m.Kind = KindDSN
+		prose := readProse(expl, excluded)
+		for _, s := range srecs {
+			m.Records = append(m.Records, fromStatus(s, prose, len(srecs), expl))
+		}
+	case sesNotification(text, m):
+		m.Kind = KindDSN
+	case !bounceish && isAutoreply(top, m.Subject):
+		m.Kind = KindAutoreply
+		m.Records = []Record{{Reason: reason.Vacation, Diagnostic: oneLine(expl, 300)}}
+	case bounceish:
+		m.Kind = KindDSN
+		prose := readProse(expl, excluded)
+		if len(prose) == 0 {
+			for _, a := range strings.Split(top.Get("X-Failed-Recipients"), ",") {
+				if a = addrSpec(a); a != "" {
+					prose = append(prose, proseRecord{addr: a, diag: diagnosticOf(expl, a)})
+				}
+			}
+		}
+		if len(prose) == 0 {
+			prose = []proseRecord{{diag: diagnosticOf(expl, "")}}
+		}
+		for _, pr := range prose {
+			m.Records = append(m.Records, fromProse(pr, expl))
+		}
+	case isAutoreply(top, m.Subject):
+		m.Kind = KindAutoreply
+		m.Records = []Record{{Reason: reason.Vacation, Diagnostic: oneLine(expl, 300)}}
+	}
+	for _, r := range m.Records {
+		if r.Reason.IsBounce() {
+			m.IsBounce = true
+		}
+	}
+	if m.Kind != KindDSN {
+		m.IsBounce = false
+	}
+	return m
+}
+
+// fromStatus makes the record of one RFC 3464 recipient group, borrowing the
+// prose's explanation when the group has no diagnostic of its own.
+func fromStatus(s statusRecord, prose []proseRecord, n int, expl string) Record {
+	r := Record{
+		Recipient:         s.final,
+		OriginalRecipient: s.original,
+		Action:            s.action,
+		RemoteMTA:         s.remoteMTA,
+		DiagnosticType:    s.diagType,
+		Diagnostic:        oneLine(s.diag, 1200),
+	}
+	if r.Recipient == "" {
+		r.Recipient = s.original
+	}
+	if len(s.extra) > 0 {
+		r.Diagnostic = oneLine(r.Diagnostic+" "+strings.Join(s.extra, " "), 1200)
+	}
+	var proseDiag string
+	for _, pr := range prose {
+		if strings.EqualFold(pr.addr, r.Recipient) || strings.EqualFold(pr.addr, r.OriginalRecipient) {
+			proseDiag = pr.diag
+			break
+		}
+	}
+	if proseDiag == "" && n == 1 && len(prose) == 1 {
+		proseDiag = prose[0].diag
+	}
+	if !informative(r.Diagnostic) && proseDiag != "" {
+		r.Diagnostic = oneLine(strings.TrimSpace(r.Diagnostic+" "+proseDiag), 1200)
+	}
+	classify(&r, s.status)
+	return r
+}
+
+// informative reports whether a diagnostic says more than a bare code.
+func informative(d string) bool {
+	letters := 0
+	for i := 0; i < len(d); i++ {
+		c := d[i] | 0x20
+		if c >= 'a' && c <= 'z' {
+			letters++
+		}
+	}
+	return letters >= 12
+}
+
+func fromProse(pr proseRecord, expl string) Record {
+	r := Record{Recipient: pr.addr, Diagnostic: pr.diag}
+	lower := strings.ToLower(expl)
+	r.Action = "failed"
+	for _, w := range []string{"delivery status notification (delay)", "will continue to be made", "will keep trying",
+		"will be retried", "still trying", "not yet been delivered", "delivery is delayed", "warning: could not send",
+		"has been delayed", "temporarily deferred", "will try again", "warning: message"} {
+		if strings.Contains(lower, w) {
+			r.Action = "delayed"
+			break
+		}
+	}
+	classify(&r, "")
+	return r
+}
+
+// classify fills the status, reply code, command, reason and verdict of r.
+func classify(r *Record, status string) {
+	cmd := commandOf(r.Diagnostic)
+	r.Command = cmd
+	code := reason.FindReplyCode(strings.ToLower(r.Diagnostic))
+	if code != 0 {
+		r.ReplyCode = strconv.Itoa(code)
+	}
+	v := reason.ClassifyInput(reason.Input{
+		ReplyCode:      code,
+		Status:         status,
+		Text:           r.Diagnostic,
+		Action:         r.Action,
+		DiagnosticType: r.DiagnosticType,
+		Command:        cmd,
+	})
+	r.Status = v.Status
+	if r.Status == "" {
+		r.Status = reason.NormaliseStatus(status)
+	}
+	r.Reason, r.Permanent, r.Hard = v.Reason, v.Permanent, v.Hard
+	if r.Action == "" {
+		if v.Permanent {
+			r.Action = "failed"
+		} else if r.Reason.IsBounce() {
+			r.Action = "delayed"
+		}
+	}
+}
+
+// commandOf names the SMTP command a diagnostic answers, from the phrases
+// Postfix ("in reply to RCPT TO command"), Exim ("after RCPT TO:"),
+// Sendmail (">>> RCPT To:") and others use.
+func commandOf(diag string) string {
+	l := strings.ToLower(diag)
+	type cue struct{ phrase, cmd string }
+	for _, c := range []cue{
+		{"in reply to rcpt to", "RCPT"}, {"after rcpt to", "RCPT"}, {">>> rcpt to", "RCPT"}, {"rcpt to:<", "RCPT"},
+		{"in reply to end of data", "DATA"}, {"after end of data", "DATA"}, {"in reply to data", "DATA"},
+		{"after data", "DATA"}, {">>> data", "DATA"}, {"after pipelined data", "DATA"},
+		{"in reply to mail from", "MAIL"}, {"after mail from", "MAIL"}, {">>> mail from", "MAIL"},
+		{"in reply to helo", "HELO"}, {"after helo", "HELO"}, {"in reply to ehlo", "EHLO"}, {"after ehlo", "EHLO"},
+		{"after initial connection", "CONN"}, {"while connected to", ""}, {"in reply to starttls", "STARTTLS"},
+	} {
+		if strings.Contains(l, c.phrase) {
+			return c.cmd
+		}
+	}
+	return ""
+}
+
+// originalOf reads the header of the returned message from its part, or
+// from the copy inlined after the explanation.
+func originalOf(p *parts, inline string) Original {
+	var src []byte
+	switch {
+	case len(p.returned) > 0:
+		src = p.returned[0]
+	case inline != "":
+		src = []byte(inline)
+	default:
+		return Original{}
+	}
+	fs, _ := readFields(src)
+	if len(fs) == 0 {
+		return Original{}
+	}
+	h := toMIMEHeader(fs)
+	return Original{
+		MessageID:  strings.Trim(strings.TrimSpace(h.Get("Message-Id")), "<>"),
+		From:       h.Get("From"),
+		To:         h.Get("To"),
+		Subject:    h.Get("Subject"),
+		ReturnPath: addrSpec(h.Get("Return-Path")),
+		Header:     h,
+	}
+}
+
+// excludedAddrs lists addresses that prose mentions but that are never the
+// failed recipient: the bounce's own sender and addressee (the original
+// sender) and the original message's sender.
+func excludedAddrs(top textproto.MIMEHeader, o Original) map[string]bool {
+	ex := map[string]bool{}
+	add := func(v string) {
+		for _, part := range strings.Split(v, ",") {
+			if a := strings.ToLower(addrSpec(part)); strings.Contains(a, "@") {
+				ex[a] = true
+			}
+		}
+	}
+	add(top.Get("From"))
+	add(top.Get("To"))
+	add(top.Get("Return-Path"))
+	add(top.Get("Reply-To"))
+	add(o.From)
+	add(o.ReturnPath)
+	if o.Header != nil {
+		add(o.Header.Get("Sender"))
+		add(o.Header.Get("Reply-To"))
+	}
+	return ex
+}

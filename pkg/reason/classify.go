@@ -1,0 +1,337 @@
+package reason
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Input is everything known about one failed delivery attempt. Only Text is
+// usually present; the other fields sharpen the verdict when they are known.
+type Input struct {
+	// ReplyCode is the SMTP reply code (RFC 5321 §4.2.1), 0 when unknown.
+	ReplyCode int
+	// Status is the RFC 3463 enhanced status code ("5.1.1"), "" when
+	// unknown. When empty, a code written in Text is used.
+	Status string
+	// Text is the diagnostic text: the SMTP reply text, or a DSN's
+	// Diagnostic-Code value, or the prose of a non-standard bounce.
+	Text string
+	// Action is the RFC 3464 §2.3.3 Action value ("failed", "delayed",
+	// "delivered", "relayed", "expanded"), "" when unknown.
+	Action string
+	// DiagnosticType is the type of the RFC 3464 §2.3.6 Diagnostic-Code
+	// field ("smtp", "x-unix", "x-postfix"), "" when unknown.
+	DiagnosticType string
+	// Command is the SMTP command that drew the error ("CONN" for the
+	// greeting, "HELO", "EHLO", "MAIL", "RCPT", "DATA"), "" when unknown.
+	Command string
+}
+
+// Verdict is the classification of one failed delivery attempt.
+type Verdict struct {
+	// Reason is the cause, never empty.
+	Reason Reason
+	// Status is the enhanced status code the verdict rests on: the one
+	// given, else one found in the text, else "" .
+	Status string
+	// Permanent reports a permanent failure: a 5.X.X status, a 5xx reply
+	// code, or — when neither is known — a failed (not delayed) action.
+	Permanent bool
+	// Hard reports that the address itself is dead and should be
+	// suppressed at once (see Reason.IsHard).
+	Hard bool
+}
+
+// Classify classifies a live SMTP answer: its reply code (0 when unknown),
+// its enhanced status code ("" when unknown) and its text.
+func Classify(replyCode int, enhanced, text string) Verdict {
+	return ClassifyInput(Input{ReplyCode: replyCode, Status: enhanced, Text: text})
+}
+
+// ClassifyInput classifies one failed delivery attempt described by in.
+//
+// The rules, in order:
+//  1. a 2.X.X status, a 2xx reply or a positive Action is Delivered;
+//  2. the ordered rules of primaryRules: the first reason whose phrases
+//     occur in the text or whose status codes include the status wins, so
+//     a specific phrase ("mailbox full") beats a general code (5.1.1);
+//  3. the phrases of secondaryRules, which are only trusted in the text;
+//  4. the class of the status: X.6.X is ContentError, X.7.X SecurityError;
+//     a local delivery agent's diagnostic (X-Unix) is MailerError;
+//  5. a delayed action is Expired, an error at the greeting or HELO is
+//     Blocked, other text is OnHold, and nothing at all is Undefined.
+//
+// The command refines the result: an unknown address named in reply to
+// MAIL FROM is the sender's, so Rejected.
+func ClassifyInput(in Input) Verdict {
+	text := normalise(in.Text)
+	status := NormaliseStatus(in.Status)
+	if status == "" || status[2:] == "0.0" {
+		if s := FindStatus(text); s != "" && (status == "" || s[0] == status[0]) {
+			status = s
+		}
+	}
+	code := in.ReplyCode
+	if code == 0 {
+		// A code read from prose only ever tells failure apart: a "250"
+		// quoted in a transcript is not proof of delivery.
+		if c := FindReplyCode(text); c >= 400 {
+			code = c
+		}
+	}
+	action := strings.ToLower(strings.TrimSpace(in.Action))
+	cmd := strings.ToUpper(strings.TrimSpace(in.Command))
+
+	v := Verdict{Status: status}
+	switch {
+	case status != "":
+		v.Permanent = status[0] == '5'
+	case code != 0:
+		v.Permanent = code >= 500 && code < 600
+	default:
+		v.Permanent = action == "failed" || action == ""
+	}
+
+	v.Reason = decide(text, status, code, action, strings.ToLower(in.DiagnosticType), cmd)
+	if cmd == "MAIL" && (v.Reason == UserUnknown || v.Reason == HostUnknown) {
+		v.Reason = Rejected
+	}
+	v.Hard = v.Reason.IsHard(v.Permanent)
+	return v
+}
+
+func decide(text, status string, code int, action, dtype, cmd string) Reason {
+	switch action {
+	case "delivered", "relayed", "expanded":
+		return Delivered
+	}
+	if (status != "" && status[0] == '2') || (status == "" && code >= 200 && code < 300) {
+		return Delivered
+	}
+	for i := range primaryRules {
+		r := &primaryRules[i]
+		if r.codeMatch(status) || r.textMatch(text) {
+			return r.reason
+		}
+	}
+	for i := range secondaryRules {
+		r := &secondaryRules[i]
+		if r.textMatch(text) || r.codeMatch(status) {
+			return r.reason
+		}
+	}
+	if len(status) >= 3 {
+		switch status[2:4] {
+		case "6.":
+			return ContentError
+		case "7.":
+			return SecurityError
+		}
+	}
+	if strings.HasPrefix(dtype, "x-unix") || (strings.HasPrefix(dtype, "x-") && strings.Contains(text, "mail delivery agent")) {
+		return MailerError
+	}
+	if action == "delayed" || action == "expired" {
+		return Expired
+	}
+	switch cmd {
+	case "CONN", "HELO", "EHLO":
+		return Blocked
+	}
+	if text != "" {
+		return OnHold
+	}
+	return Undefined
+}
+
+// rule maps phrases and enhanced status codes to a reason.
+type rule struct {
+	reason Reason
+	// phrases are lower-case fragments of the diagnostic text; a "*" inside
+	// a phrase stands for any run of characters (the parts must occur in
+	// order).
+	phrases []string
+	// codes are enhanced status codes without the class digit ("1.1"
+	// matches 4.1.1 and 5.1.1); a trailing "." makes a prefix ("7.5" is
+	// exact, "7.6." matches 7.6xx codes).
+	codes []string
+}
+
+func (r *rule) textMatch(text string) bool {
+	if text == "" {
+		return false
+	}
+	for _, p := range r.phrases {
+		if matchPhrase(text, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *rule) codeMatch(status string) bool {
+	if len(status) < 5 {
+		return false
+	}
+	tail := status[2:]
+	for _, c := range r.codes {
+		if c == tail || (strings.HasSuffix(c, ".") && strings.HasPrefix(tail, c) && len(tail) > len(c)) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchPhrase(text, p string) bool {
+	star := strings.IndexByte(p, '*')
+	if star < 0 {
+		return strings.Contains(text, p)
+	}
+	for {
+		part := p
+		if star >= 0 {
+			part = p[:star]
+		}
+		i := strings.Index(text, part)
+		if i < 0 {
+			return false
+		}
+		text = text[i+len(part):]
+		if star < 0 {
+			return true
+		}
+		p = p[star+1:]
+		star = strings.IndexByte(p, '*')
+	}
+}
+
+// normalise lower-cases s and collapses every run of white space to one
+// space, so that phrases match across folded lines.
+func normalise(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	space := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+			space = true
+			continue
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if space && b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		space = false
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// NormaliseStatus returns s as a well-formed RFC 3463 status code
+// ("class.subject.detail" with class 2, 4 or 5, subject up to three and
+// detail up to three digits), or "" when s is not one. Leading and
+// trailing text such as "#" or a comment is ignored.
+func NormaliseStatus(s string) string {
+	s = strings.TrimSpace(s)
+	s = strings.TrimLeft(s, "#(")
+	if i := strings.IndexAny(s, " \t(;"); i >= 0 {
+		s = s[:i]
+	}
+	if n, ok := statusAt(s, 0); ok && n == len(s) {
+		return s
+	}
+	return ""
+}
+
+// FindStatus returns the first RFC 3463 status code written in text, or "".
+// A code must stand as its own word, so version numbers and addresses are
+// not mistaken for one.
+func FindStatus(text string) string {
+	for i := 0; i+5 <= len(text); i++ {
+		c := text[i]
+		if c != '2' && c != '4' && c != '5' {
+			continue
+		}
+		if i > 0 && !isBoundary(text[i-1]) {
+			continue
+		}
+		n, ok := statusAt(text, i)
+		if !ok {
+			continue
+		}
+		if i+n < len(text) && !isBoundary(text[i+n]) {
+			continue
+		}
+		return text[i : i+n]
+	}
+	return ""
+}
+
+func isBoundary(c byte) bool {
+	switch c {
+	case ' ', '\t', '\r', '\n', '(', ')', '[', ']', '<', '>', '#', ':', ';', ',', '"', '\'', '=', '-':
+		return true
+	}
+	return false
+}
+
+// statusAt reports the length of the status code that starts at s[i].
+func statusAt(s string, i int) (int, bool) {
+	start := i
+	if i >= len(s) || (s[i] != '2' && s[i] != '4' && s[i] != '5') {
+		return 0, false
+	}
+	i++
+	for part, max := 0, 3; part < 2; part++ {
+		if i >= len(s) || s[i] != '.' {
+			return 0, false
+		}
+		i++
+		d := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' && d < max {
+			i++
+			d++
+		}
+		if d == 0 {
+			return 0, false
+		}
+		if i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			return 0, false
+		}
+	}
+	if i < len(s) && s[i] == '.' && i+1 < len(s) && s[i+1] >= '0' && s[i+1] <= '9' {
+		return 0, false // an IP address or version, not a status
+	}
+	return i - start, true
+}
+
+// FindReplyCode returns the SMTP reply code that begins text or follows a
+// "said:" or similar marker, or 0 when there is none.
+func FindReplyCode(text string) int {
+	for i := 0; i+3 <= len(text); i++ {
+		c := text[i]
+		if c != '2' && c != '4' && c != '5' {
+			continue
+		}
+		if i > 0 && !isBoundary(text[i-1]) {
+			continue
+		}
+		if !isDigit(text[i+1]) || !isDigit(text[i+2]) {
+			continue
+		}
+		if i+3 < len(text) && text[i+3] != ' ' && text[i+3] != '-' && text[i+3] != '\t' {
+			continue
+		}
+		n, _ := strconv.Atoi(text[i : i+3])
+		if n%100 < 60 { // 2yz..5yz with y in 0-5 per RFC 5321 §4.2.1
+			if (n/10)%10 <= 5 {
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }

@@ -1,0 +1,259 @@
+package reason
+
+// The rule tables. They are read top to bottom and the first match wins, so
+// a rule sits above the rules whose phrases are more general than its own.
+// Phrases are lower case, white space is collapsed to one space, and "*"
+// stands for any run of characters. Codes are RFC 3463 enhanced status codes
+// without their class digit.
+//
+// primaryRules trust both the phrase and the status code: a mailbox that is
+// full is MailboxFull whether the receiver said so in words or with X.2.2.
+// Their order puts the address-level and quota reasons, whose words are the
+// most specific, before the path and reputation reasons, whose words
+// ("blocked", "rejected", "denied") are the most general.
+var primaryRules = []rule{
+	{reason: MailboxFull, codes: []string{"2.2"}, phrases: []string{
+		"mailbox full", "mailbox is full", "mailbox is currently full", "mail box full",
+		"mailbox has exceeded", "mailbox exceeded", "mailbox size limit", "mailbox would exceed",
+		"mailbox quota", "mailbox over quota", "mailbox is over quota", "over quota", "overquota",
+		"quota exceeded", "quota exceed", "exceeded quota", "exceeded storage allocation",
+		"exceeds storage", "disk quota", "user is over", "user's mailbox is full", "account is full",
+		"account is over", "recipient's mailbox is full", "full mailbox", "mailfolder is full",
+		"mailbox_full", "insufficient storage space", "not enough storage space", "storage quota",
+		"too much mail data", "has exceeded its quota", "quota violation", "over the allowed quota",
+		"exceeded the mailbox", "exceed mailbox quota", "exceeds the quota", "no space in mailbox",
+		"mailbox is full", "boite du destinataire pleine", "the recipient's inbox is out of storage space",
+		"out of storage space", "inbox is full",
+	}},
+	{reason: MesgTooBig, codes: []string{"3.4"}, phrases: []string{
+		"message too large", "message too big", "message is too big", "message is too large",
+		"message size exceeds", "message size limit", "exceeds size limit", "exceeds the size limit",
+		"exceeded maximum message size", "exceeds maximum message size", "maximum message size",
+		"message length exceeds", "message exceeds the maximum", "message file too big",
+		"mail size limit", "size of the message exceeds", "message size is over", "too big for system",
+		"message size too large", "size exceeds", "exceeds the maximum size", "message is larger than",
+		"taille du message",
+	}},
+	{reason: ExceedLimit, codes: []string{"2.3"}, phrases: []string{
+		"message header size exceeds", "exceeds the limit of recipients", "too many recipients for this message",
+	}},
+	{reason: Suspend, codes: []string{"7.13"}, phrases: []string{
+		"mailbox is inactive", "mailbox inactive", "mailbox has been suspended", "mailbox suspended",
+		"account has been disabled", "account is disabled", "account disabled", "account has been suspended",
+		"account suspended", "account is suspended", "account is inactive", "account inactive",
+		"account is not active", "account has expired", "account expired", "account is locked",
+		"account locked", "account has been locked", "user suspended", "user account is disabled",
+		"user account is inactive", "user account has expired", "mailbox disabled", "mailbox is disabled",
+		"mailbox has been disabled", "mailbox currently suspended", "is disabled", "recipient suspended",
+		"email account that you tried to reach is disabled", "has been disabled or discontinued",
+		"boite du destinataire archivee", "mailbox is frozen", "mailbox has been frozen",
+		"temporarily deactivated", "inactive user", "user is inactive", "no longer active",
+		"recipient mailbox is inactive", "inactive account", "this account has been terminated",
+		"account that you tried to reach is inactive",
+	}},
+	{reason: HasMoved, codes: []string{"1.6"}, phrases: []string{
+		"has been replaced by", "has moved", "user has moved", "mailbox has moved", "address has changed",
+		"no longer available; has been replaced", "moved to a new address",
+	}},
+	{reason: NoRelaying, phrases: []string{
+		"relay access denied", "relaying denied", "relay denied", "relaying not permitted",
+		"relay not permitted", "relaying not allowed", "relay not allowed", "not permitted to relay",
+		"not allowed to relay", "unable to relay", "we do not relay", "no relaying", "relay prohibited",
+		"relaying prohibited", "relaying is prohibited", "relaying mail to", "isn't in my list of allowed rcpthosts",
+		"not in my list of allowed rcpthosts", "relay rejected", "mail relay denied", "is not a gateway",
+		"relaying disallowed", "cannot relay", "can't relay", "relaying to", "not authorized to relay",
+		"you are not authorized to send mail", "relay access", "relay not authorized",
+	}},
+	{reason: AuthFailure, codes: []string{"7.20", "7.21", "7.22", "7.23", "7.24", "7.26", "7.29", "7.509"}, phrases: []string{
+		"spf check failed", "spf fail", "spf record", "spf validation", "spf policy", "spf=fail",
+		"spf verification", "spf)", "(spf", "sender policy framework", "dmarc", "dkim", "domainkeys",
+		"unauthenticated email", "not authenticated", "authentication checks", "does not pass",
+		"is not allowed to send mail from", "is not allowed to send from", "not designated as permitted sender",
+		"not permitted sender", "sender is not authorized", "sender address is not authorized",
+		"authentication failed for domain", "email authentication",
+	}},
+	{reason: UserUnknown, codes: []string{"1.1", "1.3", "1.351"}, phrases: []string{
+		"user unknown", "unknown user", "no such user", "no such mailbox", "no such recipient",
+		"no such account", "no such address", "no such local user", "no mailbox here by that name",
+		"unknown recipient", "recipient unknown", "recipient not found", "recipientnotfound",
+		"recipient address rejected: user unknown", "recipient address rejected: undeliverable address",
+		"unknown local part", "unknown local-part", "unknown address", "address unknown",
+		"user not found", "user doesn't exist", "user does not exist", "user not exist", "users not exist",
+		"address does not exist", "mailbox does not exist", "mailbox doesn't exist", "account does not exist",
+		"recipient does not exist", "email account that you tried to reach does not exist",
+		"mailbox not found", "mailbox unavailable", "mailbox not available", "invalid mailbox",
+		"invalid recipient", "invalid user", "not a valid mailbox", "not a valid recipient",
+		"is not a valid user", "no such person", "user is unknown", "unknown or illegal alias",
+		"mailbox name not allowed", "destination addresses were unknown", "recipient no longer on server",
+		"not listed in domino directory", "not listed in public name & address book", "no mailbox by that name",
+		"this user doesn't have a", "the user you are trying to contact is not receiving mail",
+		"the e-mail account does not exist", "the email account does not exist", "address is not valid",
+		"there is no one at this address", "bad address", "bad destination mailbox",
+		"unrouteable address", "undeliverable address", "invalid address", "addressee unknown",
+		"no user by that name", "no such email", "account not found", "not a known user",
+		"mailbox is not available", "does not have an account", "has no account", "user invalid",
+		"recipient rejected", "rcpt to rejected", "no valid recipients", "address rejected",
+		"utilisateur inconnu", "adresse d au moins un destinataire invalide",
+		"mailbox unknown", "unknown mailbox", "does not exist",
+	}},
+	{reason: Filtered, phrases: []string{
+		"due to user's filter", "rejected by user filter", "message filtered", "filtered by",
+		"filter rejected", "refused by recipient", "recipient has rejected", "rejected by recipient",
+		"blocked by recipient", "user refuses", "the user does not accept", "delivery not authorized, message refused",
+		"this recipient has chosen", "rejected by the recipient", "recipient's filter", "receiver refused",
+	}},
+	{reason: RequirePTR, codes: []string{"7.25"}, phrases: []string{
+		"no ptr record", "ptr record", "reverse dns", "reverse lookup", "reverse-dns", "rdns",
+		"no reverse", "cannot find your hostname", "cannot find your reverse hostname",
+		"can't find your hostname", "hostname does not resolve", "ip name lookup failed",
+		"cannot resolve your address", "client host rejected: cannot find your", "forward-confirmed reverse",
+		"fcrdns", "valid reverse", "not have a reverse", "does not have reverse", "reverse hostname",
+		"no hostname", "unresolvable hostname", "please setup a ptr", "please set up a ptr",
+		"looks like a dynamic ip", "dynamic ip", "dynamic ips", "dialup", "dial-up", "residential ip",
+		"generic hostname", "generic reverse",
+	}},
+	{reason: NotCompliantRFC, phrases: []string{
+		"not rfc 5322 compliant", "not rfc5322 compliant", "rfc 5322", "rfc5322", "rfc 2822", "rfc2822",
+		"is not rfc compliant", "not compliant with rfc", "duplicate header", "multiple addresses in from",
+		"missing a valid messageid", "missing a valid message-id", "message-id header",
+		"header is not compliant", "headers are not compliant", "multiple from",
+	}},
+	{reason: BadReputation, phrases: []string{
+		"poor reputation", "bad reputation", "low reputation", "ip reputation", "sender reputation",
+		"reputation of the sending", "domain reputation", "reputation is too low", "reputation",
+	}},
+	{reason: Rejected, codes: []string{"1.7", "1.8"}, phrases: []string{
+		"sender rejected", "sender address rejected", "sender verify failed", "sender verification failed",
+		"domain of sender address", "sender domain must exist", "sender domain does not exist",
+		"sender address is invalid", "invalid sender", "mail from rejected", "refused by sender",
+		"sender is in my badmailfrom", "badmailfrom", "envelope sender", "sender not allowed",
+		"your address is not", "sender address does not exist", "address of the sender",
+		"return path", "unknown sender", "sender unknown", "from address", "sender denied",
+		"you don't have permission to post", "you do not have permission to post", "not allowed to post",
+		"sender has been blocked", "the sender is blocked", "blocked sender", "sender blocked",
+		"bad sender", "illegal sender", "sender address not", "sender domain",
+	}},
+	{reason: HostUnknown, codes: []string{"1.2", "4.4"}, phrases: []string{
+		"host unknown", "unknown host", "host not found", "domain not found", "no such domain",
+		"domain does not exist", "domain doesn't exist", "domain name not found", "domain name unknown",
+		"host or domain name not found", "name or service not known", "couldn't find any host named",
+		"unrouteable mail domain", "invalid domain", "unknown domain", "domain is not valid",
+		"no mx record", "no mx host", "no mail exchanger", "mx lookup failed", "dns error: domain name not found",
+		"not have an mx", "unresolvable domain", "unable to resolve", "bad destination host",
+		"host does not exist", "domain unknown", "recipient domain", "no valid mx",
+	}},
+	{reason: VirusDetected, phrases: []string{
+		"virus", "malware", "infected", "malicious content", "contains a worm", "trojan",
+	}},
+	{reason: SpamDetected, phrases: []string{
+		"spam message", "message is spam", "as spam", "spam detected", "detected as spam", "likely spam",
+		"spam content", "spam filter", "considered spam", "spam score", "spamassassin", "junk mail",
+		"junk e-mail", "bulk email filter", "bulk mail", "unsolicited", "message looks like spam",
+		"looks like spam", "message rejected as spam", "blocked as spam", "spam rejected", "spam policy",
+		"content filter", "message content rejected", "considered as spam", "identified as spam",
+		"high probability of spam", "spam-like", "spammy", "content rejected", "spam",
+		"our system has detected that this message is", "scanned and rejected",
+	}},
+	{reason: Speeding, phrases: []string{
+		"rate limit", "ratelimit", "rate-limit", "too many messages", "too many mails", "too many emails",
+		"sending rate", "at a rate that prevents", "messages per", "mails per", "exceeded the rate",
+		"sending too fast", "slow down", "rate of incoming", "unusual rate", "temporarily rate limited",
+		"throttl", "unexpected volume", "too many recipients", "frequency",
+	}},
+	{reason: TooManyConn, phrases: []string{
+		"too many connections", "too many concurrent", "connection limit", "too many smtp sessions",
+		"too many open connections", "too many simultaneous", "max connections", "maximum connections",
+		"too many sessions", "connections from your ip",
+	}},
+	{reason: Blocked, codes: []string{"7.606", "7.607", "7.608", "7.609", "7.610", "7.611", "7.612", "7.613", "7.614", "7.615", "7.616", "7.617", "7.618", "7.619", "7.620", "7.621", "7.622", "7.623", "7.624", "7.625", "7.626", "7.627", "7.628", "7.629", "7.630", "7.631", "7.632", "7.633", "7.634", "7.635", "7.636", "7.637", "7.638", "7.639", "7.640", "7.641", "7.642", "7.643", "7.644", "7.645", "7.646", "7.647", "7.648", "7.649"}, phrases: []string{
+		"blacklist", "black list", "blocklist", "block list", "blocked using", "listed in", "listed at",
+		"listed on", "spamhaus", "spamcop", "sorbs", "barracudacentral", "dnsbl", "rbl", "banned",
+		"client host rejected", "client host blocked", "your ip", "your host", "your server",
+		"your network", "ip address", "ip blocked", "ip has been blocked", "host blocked",
+		"connection refused", "refused to talk", "access denied", "not allowed to connect",
+		"not accepting connections", "looks suspiciously like", "service unavailable; client host",
+		"connections not accepted", "connection rejected", "blocked", "has been blocked", "blocking",
+		"denied by policy", "you are not allowed", "not allowed to send", "refused connect",
+		"refused", "your mail server", "not permitted",
+	}},
+}
+
+// secondaryRules are only trusted in words, because their reasons share
+// status codes with many others (5.7.1 is security, policy, spam and block).
+var secondaryRules = []rule{
+	{reason: PolicyViolation, codes: []string{"7.9"}, phrases: []string{
+		"policy violation", "violates our policy", "violation of policy", "policy reasons", "local policy",
+		"content policy", "prohibited attachment", "attachment type", "attachments are not allowed",
+		"not allowed by policy", "message not accepted for policy", "policy restriction",
+		"security policies", "policy rejection", "rejected by policy", "email policy", "due to policy",
+		"by our policy", "acceptable use policy", "policy",
+	}},
+	{reason: ContentError, phrases: []string{
+		"header error", "header syntax", "invalid header", "malformed header", "bad header",
+		"illegal header", "invalid mime", "mime error", "malformed mime", "improper use of 8-bit",
+		"8-bit data", "8bit data", "content error", "message content", "contains invalid characters",
+		"invalid characters", "line too long", "lines too long", "message corrupt", "illegal characters",
+	}},
+	{reason: SystemFull, codes: []string{"3.1"}, phrases: []string{
+		"insufficient system storage", "disk full", "mail system full", "no space left",
+		"out of disk", "file system full", "system storage", "disk is full", "not enough disk",
+	}},
+	{reason: NotAccept, codes: []string{"1.10", "7.27"}, phrases: []string{
+		"does not accept mail", "do not accept mail", "not accepting mail", "accepts no mail",
+		"null mx", "nullmx", "no mx for", "host does not accept", "domain does not accept",
+		"does not receive mail", "not accept any mail", "refuses mail", "refuses to accept",
+		"accepts no e-mail", "unable to accept mail",
+	}},
+	{reason: Expired, codes: []string{"4.7"}, phrases: []string{
+		"retry timeout exceeded", "delivery time expired", "message expired", "delivery expired",
+		"queue time", "message timed out", "time limit exceeded", "too long in queue",
+		"could not be delivered within", "has not been delivered", "have not been able to deliver",
+		"no successful delivery", "retry time not reached", "giving up", "gave up",
+		"could not send message for past", "could not be delivered for", "delivery attempts will continue",
+		"will continue to be made", "has been delayed", "delayed", "not yet been delivered",
+		"maximum time", "expired", "retries exceeded", "was not delivered because of a timeout",
+		"undelivered for", "deferred for", "exceeded the max time",
+	}},
+	{reason: NetworkError, codes: []string{"4.6", "4.2", "4.0"}, phrases: []string{
+		"connection timed out", "connection timeout", "timed out while", "timed out", "network is unreachable",
+		"no route to host", "lost connection", "connection reset", "could not connect", "unable to connect",
+		"can't connect", "cannot connect", "connection closed", "connection dropped", "hop count",
+		"too many hops", "routing loop", "mail loop", "loop detected", "loops back to myself",
+		"name service error", "temporary failure in name resolution", "dns failure", "dns lookup",
+		"host lookup did not complete", "no answer from host", "unreachable", "network error",
+		"malformed or unexpected name server reply", "server failure", "all relevant mx records point to non-existent hosts",
+	}},
+	{reason: SecurityError, codes: []string{"7.8", "7.10", "7.11", "7.12", "7.14", "7.0"}, phrases: []string{
+		"authentication required", "authentication is required", "must authenticate", "auth required",
+		"smtp auth", "must issue a starttls", "encryption required", "tls required", "requires tls",
+		"insecure", "certificate", "security error", "not authorized", "unauthorized", "authentication failed",
+		"security",
+	}},
+	{reason: FailedSTARTTLS, phrases: []string{
+		"starttls failed", "tls negotiation failed", "failed to start tls", "handshake failed",
+		"starttls negotiation", "tls handshake",
+	}},
+	{reason: Suppressed, phrases: []string{
+		"suppression list", "suppressed", "on the suppression",
+	}},
+	{reason: SystemError, codes: []string{"3.5", "3.0", "3.2", "3.3", "4.3", "4.5", "5.0"}, phrases: []string{
+		"system error", "internal error", "server error", "local error", "internal server error",
+		"system failure", "temporary failure", "resources temporarily unavailable", "configuration error",
+		"misconfigured", "mail system problem", "system problem", "service unavailable",
+		"try again later", "temporarily unavailable", "system not accepting", "unable to deliver",
+	}},
+	{reason: MailerError, phrases: []string{
+		"mailer error", "command died with status", "procmail", "pipe to", "command output",
+		"mail delivery agent", "unknown mailer error", "x-unix", "local delivery failed",
+		"delivery to a program", "command failed",
+	}},
+	{reason: SyntaxError, codes: []string{"5.2", "5.4", "5.1", "5.5", "5.6"}, phrases: []string{
+		"syntax error", "command unrecognized", "unrecognized command", "bad sequence of commands",
+		"malformed address", "malformed recipient", "command not recognized", "invalid command",
+		"parameters not recognized", "line too long", "bad syntax",
+	}},
+	{reason: Vacation, phrases: []string{
+		"out of office", "out of the office", "auto-reply", "autoreply", "automatic reply", "on vacation",
+		"i am away", "i'm away", "away from the office",
+	}},
+}
