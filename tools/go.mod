@@ -10,6 +10,7 @@ require (
 	github.com/mailwave/mailwave/services/planner v0.0.0
 	github.com/mailwave/mailwave/services/reputation-monitor v0.0.0
 	github.com/mailwave/mailwave/services/sender v0.0.0
+	gopkg.in/yaml.v3 v3.0.1
 )
 
 replace (
