@@ -37,12 +37,7 @@ func NATS(t testing.TB) *server.Server {
 // Connect returns a client connection to s, closed at cleanup.
 func Connect(t testing.TB, s *server.Server) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatalf("testenv: connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return ConnectURL(t, s.ClientURL())
 }
 
 // JetStream connects to s and creates the contract's topology.
@@ -107,4 +102,16 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 		time.Sleep(wait)
 		wait = min(2*wait, 50*time.Millisecond)
 	}
+}
+
+// ConnectURL returns a client connection to the NATS server at url, closed
+// at cleanup.
+func ConnectURL(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatalf("testenv: connect %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }

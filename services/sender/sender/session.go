@@ -74,9 +74,10 @@ func (s *sessions) send(ctx context.Context, k sessionKey, dialer func() *smtpcl
 		var se *smtpclient.Error
 		if err != nil && !(errors.As(err, &se) && se.Code > 0) {
 			_ = c.Close()
-			if reused {
-				// The server closed an idle session: not the message's
-				// fault, try a fresh one.
+			if reused && (se == nil || !se.MaybeDelivered()) {
+				// The server closed an idle session before the content
+				// went out: not the message's fault, and nothing was
+				// delivered, so try a fresh session at once.
 				continue
 			}
 			return nil, err
