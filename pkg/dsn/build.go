@@ -43,7 +43,7 @@ func build(top textproto.MIMEHeader, p *parts) *Message {
 	m.ReportingMTA, m.ArrivalDate = pm.reportingMTA, pm.arrivalDate
 
 	bounceish := isBounceSender(top.Get("From")) || isBounceSubject(m.Subject) ||
-		top.Get("X-Failed-Recipients") != "" || len(p.status) > 0
+		top.Get("X-Failed-Recipients") != "" || len(p.status) > 0 || saysUndelivered(expl)
 	excluded := excludedAddrs(top, m.Original)
 
 	switch {
@@ -69,7 +69,13 @@ func build(top textproto.MIMEHeader, p *parts) *Message {
 			}
 		}
 		if len(prose) == 0 {
-			prose = []proseRecord{{diag: diagnosticOf(expl, "")}}
+			// No recipient is named: keep what the bounce says, if it
+			// says anything beyond its boilerplate.
+			r := fromProse(proseRecord{diag: diagnosticOf(expl, ""), region: expl}, expl)
+			if r.Reason == reason.OnHold && replyStart(expl) < 0 {
+				r.Reason, r.Diagnostic = reason.Undefined, ""
+			}
+			m.Records = append(m.Records, r)
 		}
 		for _, pr := range prose {
 			m.Records = append(m.Records, fromProse(pr, expl))
@@ -106,20 +112,25 @@ func fromStatus(s statusRecord, prose []proseRecord, n int, expl string) Record 
 	if len(s.extra) > 0 {
 		r.Diagnostic = oneLine(r.Diagnostic+" "+strings.Join(s.extra, " "), 1200)
 	}
-	var proseDiag string
-	for _, pr := range prose {
+	var mine *proseRecord
+	for i, pr := range prose {
 		if strings.EqualFold(pr.addr, r.Recipient) || strings.EqualFold(pr.addr, r.OriginalRecipient) {
-			proseDiag = pr.diag
+			mine = &prose[i]
 			break
 		}
 	}
-	if proseDiag == "" && n == 1 && len(prose) == 1 {
-		proseDiag = prose[0].diag
+	if mine == nil && n == 1 && len(prose) == 1 {
+		mine = &prose[0]
 	}
-	if !informative(r.Diagnostic) && proseDiag != "" {
-		r.Diagnostic = oneLine(strings.TrimSpace(r.Diagnostic+" "+proseDiag), 1200)
+	context := r.Diagnostic
+	if mine != nil {
+		if !informative(r.Diagnostic) {
+			r.Diagnostic = oneLine(strings.TrimSpace(r.Diagnostic+" "+mine.diag), 1200)
+		}
+		context += "\n" + mine.region
 	}
-	classify(&r, s.status)
+	r.Diagnostic = extendReply(r.Diagnostic, expl)
+	classify(&r, s.status, context)
 	return r
 }
 
@@ -147,13 +158,18 @@ func fromProse(pr proseRecord, expl string) Record {
 			break
 		}
 	}
-	classify(&r, "")
+	classify(&r, "", pr.region)
 	return r
 }
 
 // classify fills the status, reply code, command, reason and verdict of r.
-func classify(r *Record, status string) {
+// context is the text around the diagnostic, where the command it answered
+// is often named.
+func classify(r *Record, status, context string) {
 	cmd := commandOf(r.Diagnostic)
+	if cmd == "" {
+		cmd = commandOf(context)
+	}
 	r.Command = cmd
 	code := reason.FindReplyCode(strings.ToLower(r.Diagnostic))
 	if code != 0 {
@@ -185,7 +201,7 @@ func classify(r *Record, status string) {
 // Postfix ("in reply to RCPT TO command"), Exim ("after RCPT TO:"),
 // Sendmail (">>> RCPT To:") and others use.
 func commandOf(diag string) string {
-	l := strings.ToLower(diag)
+	l := strings.ToLower(strings.Join(strings.Fields(diag), " "))
 	type cue struct{ phrase, cmd string }
 	for _, c := range []cue{
 		{"in reply to rcpt to", "RCPT"}, {"after rcpt to", "RCPT"}, {">>> rcpt to", "RCPT"}, {"rcpt to:<", "RCPT"},
@@ -193,7 +209,12 @@ func commandOf(diag string) string {
 		{"after data", "DATA"}, {">>> data", "DATA"}, {"after pipelined data", "DATA"},
 		{"in reply to mail from", "MAIL"}, {"after mail from", "MAIL"}, {">>> mail from", "MAIL"},
 		{"in reply to helo", "HELO"}, {"after helo", "HELO"}, {"in reply to ehlo", "EHLO"}, {"after ehlo", "EHLO"},
-		{"after initial connection", "CONN"}, {"while connected to", ""}, {"in reply to starttls", "STARTTLS"},
+		{"after initial connection", "CONN"}, {"in reply to starttls", "STARTTLS"},
+		{"does not like recipient", "RCPT"}, {"does not like sender", "MAIL"}, {"after rcpt", "RCPT"},
+		{"after mail", "MAIL"}, {"smtp command rcpt", "RCPT"}, {"smtp command data", "DATA"},
+		{"smtp command mail", "MAIL"}, {"rcpt to command", "RCPT"}, {"mail from command", "MAIL"},
+		{"end of data command", "DATA"}, {"data command", "DATA"}, {"did not like our rcpt", "RCPT"},
+		{"for rcpt to response", "RCPT"}, {"smtp:rcpt", "RCPT"}, {"smtp:data", "DATA"}, {"smtp:mail", "MAIL"},
 	} {
 		if strings.Contains(l, c.phrase) {
 			return c.cmd
@@ -252,4 +273,45 @@ func excludedAddrs(top textproto.MIMEHeader, o Original) map[string]bool {
 		add(o.Header.Get("Reply-To"))
 	}
 	return ex
+}
+
+// extendReply completes a diagnostic that holds only the first line of a
+// multi-line SMTP reply ("552-5.7.0 …", RFC 5321 §4.2.1) from the copy of
+// the whole reply in the prose, as Sendmail's session transcript gives it.
+func extendReply(diag, expl string) string {
+	if len(diag) < 5 || !isDigit(diag[0]) || !isDigit(diag[1]) || !isDigit(diag[2]) || diag[3] != '-' {
+		return diag
+	}
+	code := diag[:3]
+	probe := diag
+	if len(probe) > 60 {
+		probe = probe[:60]
+	}
+	i := strings.Index(expl, probe)
+	if i < 0 {
+		return diag
+	}
+	start := strings.LastIndexByte(expl[:i], '\n') + 1
+	var out []string
+	pos := start
+	for pos < len(expl) && len(out) < 40 {
+		end := strings.IndexByte(expl[pos:], '\n')
+		line := expl[pos:]
+		if end >= 0 {
+			line = expl[pos : pos+end]
+		}
+		t := strings.TrimSpace(strings.TrimLeft(strings.TrimSpace(line), "<"))
+		if !strings.HasPrefix(t, code) || len(t) < 4 || (t[3] != '-' && t[3] != ' ') {
+			break
+		}
+		out = append(out, t)
+		if t[3] == ' ' || end < 0 {
+			break
+		}
+		pos += end + 1
+	}
+	if len(out) < 2 {
+		return diag
+	}
+	return oneLine(strings.Join(out, " "), 1200)
 }

@@ -1,12 +1,10 @@
 package dsn
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/textproto"
 
-	"github.com/emersion/go-message"
 	"github.com/mailwave/mailwave/pkg/reason"
 )
 
@@ -115,28 +113,47 @@ func Parse(raw []byte) (msg *Message, err error) {
 			msg, err = nil, fmt.Errorf("%w: %v", ErrUnreadable, r)
 		}
 	}()
+	return parse(raw, 0)
+}
+
+// maxNesting bounds how deep parse follows a bounce forwarded inside
+// another message.
+const maxNesting = 2
+
+func parse(raw []byte, nesting int) (*Message, error) {
 	fs, n := readFields(raw)
 	if len(fs) == 0 {
 		return nil, ErrUnreadable
 	}
 	top := toMIMEHeader(fs)
-	var mh message.Header
-	for _, f := range fs {
-		mh.Add(f.key, f.value)
-	}
 	body := raw[n:]
 	p := &parts{}
-	if e, err := message.New(mh, bytes.NewReader(body)); e != nil {
-		if err == nil || message.IsUnknownCharset(err) || message.IsUnknownEncoding(err) {
-			p.walk(e, 0)
-		}
-	}
+	p.walk(top, body, 0)
 	if len(p.texts) == 0 && len(p.status) == 0 && len(p.html) == 0 {
-		// Not MIME, or MIME too broken to walk: read the body as text.
-		p.texts = append(p.texts, toText(body))
+		// MIME too broken to walk: read the body as text.
+		p.texts = append(p.texts, decodeCharset("", body))
 	}
 	if len(p.texts) == 0 {
 		p.texts = p.html
 	}
-	return build(top, p), nil
+	m := build(top, p)
+	if nesting < maxNesting && m.Kind == KindDSN && !m.informative() && len(p.returned) > 0 {
+		// A bounce that only forwards another bounce (a gateway that
+		// wraps what it received): read the inner one.
+		if inner, err := parse(p.returned[0], nesting+1); err == nil && inner.Kind == KindDSN && inner.informative() {
+			inner.From, inner.Subject = m.From, m.Subject
+			return inner, nil
+		}
+	}
+	return m, nil
+}
+
+// informative reports whether some record of m has a recognised reason.
+func (m *Message) informative() bool {
+	for _, r := range m.Records {
+		if r.Reason != reason.OnHold && r.Reason != reason.Undefined {
+			return true
+		}
+	}
+	return false
 }

@@ -7,7 +7,7 @@ import (
 // statusRecord is one per-recipient group of an RFC 3464 §2.3 report.
 type statusRecord struct {
 	final, original, action, status, remoteMTA, diagType, diag string
-	extra                                                     []string // X-Supplementary-Info and the like
+	extra                                                      []string // X-Supplementary-Info and the like
 }
 
 // perMessage holds the RFC 3464 §2.2 fields a report states once.
@@ -45,7 +45,9 @@ func readStatus(b []byte) (perMessage, []statusRecord) {
 				pm.arrivalDate = f.value
 				continue
 			case "Original-Recipient":
-				if cur != nil && (cur.original != "" || cur.final != "") {
+				// Original-Recipient usually comes first, but some mail
+				// systems write it after Final-Recipient.
+				if cur != nil && (cur.original != "" || cur.final != "" && cur.status != "") {
 					flush()
 				}
 			case "Final-Recipient", "X-Actual-Recipient":

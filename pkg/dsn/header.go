@@ -39,6 +39,11 @@ func readFields(src []byte) ([]field, int) {
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 || !validKey(line[:colon]) {
+			if eq := bytes.IndexByte(line, '='); eq > 0 && len(out) > 0 && validKey(line[:eq]) {
+				// A parameter folded without the leading white space
+				// RFC 5322 §2.2.3 requires ("boundary=…" on its own line).
+				out[len(out)-1].value += " " + strings.TrimSpace(string(line))
+			}
 			continue
 		}
 		out = append(out, field{

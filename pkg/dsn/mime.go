@@ -2,26 +2,34 @@ package dsn
 
 import (
 	"bytes"
+	"encoding/base64"
 	"io"
+	"mime"
+	"mime/quotedprintable"
+	"net/textproto"
 	"regexp"
 	"strings"
 	"unicode/utf8"
 
-	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/charset"
 )
 
 // Limits that keep a hostile message from costing more than a real one.
 const (
-	maxDepth     = 8       // nesting of multiparts and attached messages
-	maxParts     = 64      // leaves read from one message
-	maxPartBytes = 1 << 20 // bytes read from one leaf
+	maxDepth     = 8  // nesting of multiparts
+	maxParts     = 64 // leaves read from one message
 	maxTextBytes = 64 << 10
 )
 
 func charsetReader(cs string, r io.Reader) (io.Reader, error) { return charset.Reader(cs, r) }
 
 // parts is what the MIME walk found, in document order.
+//
+// The walk is our own rather than go-message's reader because bounces are
+// written by mail systems with every MIME defect there is — part headers
+// folded without white space, missing closing delimiters, wrong transfer
+// encodings — and a strict reader gives up on the part that matters. The
+// charsets are still decoded by go-message's charset package.
 type parts struct {
 	texts    []string // human-readable text parts, decoded to UTF-8
 	html     []string // HTML parts reduced to text, used when there is no plain text
@@ -31,57 +39,171 @@ type parts struct {
 	leaves   int
 }
 
-func (p *parts) walk(e *message.Entity, depth int) {
+// walk reads one entity: its header h and its raw body.
+func (p *parts) walk(h textproto.MIMEHeader, body []byte, depth int) {
 	if depth > maxDepth || p.leaves >= maxParts {
 		return
 	}
-	mt, params, _ := e.Header.ContentType()
-	mt = strings.ToLower(mt)
-	if mr := e.MultipartReader(); mr != nil {
-		for p.leaves < maxParts {
-			child, err := mr.NextPart()
-			if child == nil {
-				break
+	mt, params := contentType(h.Get("Content-Type"))
+	if strings.HasPrefix(mt, "multipart/") {
+		if children := splitMultipart(body, params["boundary"]); len(children) > 0 {
+			for _, c := range children {
+				fs, n := readFields(c)
+				p.walk(toMIMEHeader(fs), c[n:], depth+1)
 			}
-			p.walk(child, depth+1)
-			if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-				break
-			}
+			return
 		}
-		return
+		mt = "text/plain" // a multipart without its parts: read it as text
 	}
 	p.leaves++
-	body, _ := io.ReadAll(io.LimitReader(e.Body, maxPartBytes))
-	switch {
-	case mt == "message/delivery-status" || mt == "message/global-delivery-status" ||
-		mt == "text/delivery-status" || mt == "message/x-delivery-status":
+	body = decodeTransfer(h.Get("Content-Transfer-Encoding"), body)
+	switch mt {
+	case "message/delivery-status", "message/global-delivery-status", "text/delivery-status",
+		"message/x-delivery-status":
 		p.status = append(p.status, body)
-	case mt == "message/feedback-report":
+		return
+	case "message/feedback-report":
 		p.feedback = true
-	case mt == "message/rfc822" || mt == "message/global" || mt == "message/rfc822-headers" ||
-		mt == "text/rfc822-headers" || mt == "message/global-headers" || mt == "message/partial":
+		return
+	case "message/rfc822", "message/global", "message/rfc822-headers", "text/rfc822-headers",
+		"message/global-headers", "message/partial", "text/rfc822":
 		p.returned = append(p.returned, body)
+		return
+	}
+	switch {
 	case mt == "text/html":
-		p.html = append(p.html, htmlText(body))
+		p.html = append(p.html, htmlText(decodeCharset(params["charset"], body)))
 	case mt == "" || strings.HasPrefix(mt, "text/"):
-		if _, named := params["name"]; named && looksLikeMessage(body) {
+		if params["name"] != "" && looksLikeMessage(body) {
 			// An attachment that holds the returned message.
 			p.returned = append(p.returned, body)
 			return
 		}
-		p.texts = append(p.texts, toText(body))
-	case mt == "application/octet-stream" || mt == "application/x-message":
-		if looksLikeMessage(body) {
-			p.returned = append(p.returned, body)
-		}
+		p.texts = append(p.texts, decodeCharset(params["charset"], body))
+	case looksLikeMessage(body):
+		p.returned = append(p.returned, body)
 	}
 }
 
-// toText returns b as a string, replacing invalid UTF-8 (an undeclared
-// legacy charset) so that later matching never sees broken sequences.
-func toText(b []byte) string {
+var boundaryParam = regexp.MustCompile(`(?i)boundary\s*=\s*("([^"]*)"|([^\s;]+))`)
+
+// contentType returns the lower-case media type and its parameters, reading
+// a malformed field as well as it can.
+func contentType(v string) (string, map[string]string) {
+	if v == "" {
+		return "", map[string]string{}
+	}
+	mt, params, err := mime.ParseMediaType(v)
+	if err == nil {
+		return strings.ToLower(mt), params
+	}
+	params = map[string]string{}
+	mt = strings.ToLower(strings.TrimSpace(v))
+	if i := strings.IndexByte(mt, ';'); i >= 0 {
+		mt = strings.TrimSpace(mt[:i])
+	}
+	if m := boundaryParam.FindStringSubmatch(v); m != nil {
+		params["boundary"] = m[2] + m[3]
+	}
+	lv := strings.ToLower(v)
+	if i := strings.Index(lv, "charset="); i >= 0 {
+		cs := strings.Trim(v[i+8:], "\" ")
+		if j := strings.IndexAny(cs, "\"; \t"); j >= 0 {
+			cs = cs[:j]
+		}
+		params["charset"] = cs
+	}
+	return mt, params
+}
+
+// splitMultipart returns the bodies of the parts of a multipart body
+// (RFC 2046 §5.1.1), each with its own header. A missing closing delimiter
+// ends the last part at the end of the body.
+func splitMultipart(body []byte, boundary string) [][]byte {
+	if boundary == "" {
+		return nil
+	}
+	delim := []byte("--" + boundary)
+	var out [][]byte
+	start := -1
+	pos := 0
+	for pos < len(body) {
+		line, next := nextLine(body, pos)
+		if bytes.HasPrefix(line, delim) {
+			rest := bytes.TrimRight(line[len(delim):], " \t")
+			closing := bytes.Equal(rest, []byte("--"))
+			if len(rest) == 0 || closing {
+				if start >= 0 {
+					end := pos
+					// The line break before a delimiter belongs to it.
+					if end > start && body[end-1] == '\n' {
+						end--
+						if end > start && body[end-1] == '\r' {
+							end--
+						}
+					}
+					out = append(out, body[start:end])
+				}
+				if closing {
+					return out
+				}
+				start = next
+			}
+		}
+		pos = next
+	}
+	if start >= 0 && start < len(body) {
+		out = append(out, body[start:])
+	}
+	return out
+}
+
+// decodeTransfer undoes a Content-Transfer-Encoding (RFC 2045 §6), keeping
+// what decodes when the encoding is damaged.
+func decodeTransfer(cte string, b []byte) []byte {
+	switch strings.ToLower(strings.TrimSpace(cte)) {
+	case "base64":
+		clean := make([]byte, 0, len(b))
+		for _, c := range b {
+			if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' {
+				clean = append(clean, c)
+			}
+		}
+		out := make([]byte, base64.RawStdEncoding.DecodedLen(len(clean)))
+		n, _ := base64.RawStdEncoding.Decode(out, clean[:len(clean)/4*4+rem(len(clean))])
+		return out[:n]
+	case "quoted-printable":
+		out, _ := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(b)))
+		if len(out) == 0 && len(b) > 0 {
+			return b
+		}
+		return out
+	}
+	return b
+}
+
+// rem keeps a trailing group of two or three base64 characters, which
+// decode to one or two bytes, and drops a lone one, which decodes to none.
+func rem(n int) int {
+	if r := n % 4; r >= 2 {
+		return r
+	}
+	return 0
+}
+
+// decodeCharset converts a text body to UTF-8, replacing what does not
+// convert so that later matching never sees broken sequences.
+func decodeCharset(cs string, b []byte) string {
 	if len(b) > maxTextBytes {
 		b = b[:maxTextBytes]
+	}
+	cs = strings.ToLower(strings.TrimSpace(cs))
+	if cs != "" && cs != "us-ascii" && cs != "utf-8" && cs != "utf8" {
+		if r, err := charsetReader(cs, bytes.NewReader(b)); err == nil {
+			if out, err := io.ReadAll(r); err == nil || len(out) > 0 {
+				b = out
+			}
+		}
 	}
 	if utf8.Valid(b) {
 		return string(b)
@@ -97,8 +219,7 @@ var (
 
 // htmlText reduces an HTML body to its text, one line per block, enough for
 // the phrases and addresses the parser looks for.
-func htmlText(b []byte) string {
-	s := toText(b)
+func htmlText(s string) string {
 	s = htmlDrop.ReplaceAllString(s, "")
 	s = htmlBreak.ReplaceAllString(s, "\n")
 	s = htmlTag.ReplaceAllString(s, "")
@@ -117,5 +238,5 @@ func looksLikeMessage(b []byte) bool {
 			n++
 		}
 	}
-	return n >= 2 && bytes.IndexByte(b, ':') < 80
+	return n >= 2
 }

@@ -79,3 +79,26 @@ func isAutoreply(h textproto.MIMEHeader, subject string) bool {
 	}
 	return false
 }
+
+// undeliveredPhrases are what the explanation of a bounce says whatever
+// the sender or subject it came with.
+var undeliveredPhrases = []string{
+	"could not be delivered to", "could not be delivered", "was not delivered", "wasn't delivered",
+	"undeliverable", "delivery has failed", "delivery failed", "permanent fatal errors",
+	"permanent delivery errors", "delivery to the following recipient", "the following addresses had",
+	"message could not be delivered", "unable to deliver", "failed to deliver", "delivery failure",
+	"not be delivered", "returned to sender", "mail delivery failed", "message delivery failed",
+	"could not deliver", "delivery status notification",
+}
+
+// saysUndelivered reports whether a text states that a message was not
+// delivered.
+func saysUndelivered(expl string) bool {
+	l := strings.ToLower(expl)
+	for _, p := range undeliveredPhrases {
+		if strings.Contains(l, p) {
+			return true
+		}
+	}
+	return false
+}

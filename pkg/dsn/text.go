@@ -7,8 +7,9 @@ import (
 // proseRecord is a recipient named in the prose of a bounce, with the text
 // that explains its failure.
 type proseRecord struct {
-	addr string
-	diag string
+	addr   string
+	diag   string
+	region string // all the text about this recipient
 }
 
 // returnedMarkers introduce the returned message inside a text part. The
@@ -185,6 +186,12 @@ func findAddrs(text string, excluded map[string]bool) []addrAt {
 			i = end - 1
 			continue // part of a URL or parameter
 		}
+		before := strings.ToLower(text[max(lineStart, start-32):start])
+		if strings.Contains(before, "generated from") || strings.Contains(before, "expanded from") ||
+			strings.Contains(before, "forwarded from") || strings.Contains(before, "alias for") {
+			i = end - 1
+			continue // the address the recipient was reached through
+		}
 		if !excluded[strings.ToLower(a)] {
 			out = append(out, addrAt{addr: a, pos: lineStart, at: start})
 		}
@@ -252,6 +259,10 @@ func readProse(expl string, excluded map[string]bool) []proseRecord {
 		order = append(order, a)
 	}
 	out := make([]proseRecord, 0, len(order))
+	preamble := ""
+	if len(order) > 0 {
+		preamble = expl[:order[0].pos]
+	}
 	for i, a := range order {
 		end := len(expl)
 		if i+1 < len(order) {
@@ -264,7 +275,16 @@ func readProse(expl string, excluded map[string]bool) []proseRecord {
 		if end <= start {
 			start = a.at
 		}
-		out = append(out, proseRecord{addr: a.addr, diag: diagnosticOf(expl[start:end], a.addr)})
+		region := expl[start:end]
+		if replyStart(region) < 0 {
+			// The error may be stated before the list of recipients.
+			if j := replyStart(preamble); j >= 0 {
+				region = preamble[j:] + "\n" + region
+			} else if !saysMore(region, a.addr) {
+				region = lastParagraphs(preamble, 3) + "\n" + region
+			}
+		}
+		out = append(out, proseRecord{addr: a.addr, diag: diagnosticOf(region, a.addr), region: region})
 	}
 	return out
 }
@@ -275,6 +295,12 @@ func readProse(expl string, excluded map[string]bool) []proseRecord {
 func diagnosticOf(region, addr string) string {
 	if i := replyStart(region); i >= 0 {
 		region = region[i:]
+		// The reply ends with its paragraph.
+		if j := strings.Index(region, "\n\n"); j >= 0 {
+			region = region[:j]
+		} else if j := strings.Index(region, "\n\r\n"); j >= 0 {
+			region = region[:j]
+		}
 	}
 	return oneLine(region, 1200)
 }
@@ -323,4 +349,37 @@ func oneLine(s string, max int) string {
 		}
 	}
 	return s
+}
+
+// saysMore reports whether region holds more than the address itself and
+// punctuation: a few words of explanation.
+func saysMore(region, addr string) bool {
+	rest := strings.Replace(region, addr, "", 1)
+	letters := 0
+	for i := 0; i < len(rest); i++ {
+		c := rest[i] | 0x20
+		if c >= 'a' && c <= 'z' {
+			letters++
+		}
+	}
+	return letters >= 16
+}
+
+// lastParagraphs returns the last n paragraphs (blocks separated by an
+// empty line) of text.
+func lastParagraphs(text string, n int) string {
+	text = strings.TrimRight(text, " \t\r\n")
+	pos := len(text)
+	for ; n > 0 && pos > 0; n-- {
+		i := strings.LastIndex(text[:pos], "\n\n")
+		j := strings.LastIndex(text[:pos], "\n\r\n")
+		if j > i {
+			i = j
+		}
+		if i < 0 {
+			return text
+		}
+		pos = i
+	}
+	return text[pos:]
 }

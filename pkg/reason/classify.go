@@ -108,28 +108,50 @@ func decide(text, status string, code int, action, dtype, cmd string) Reason {
 	if (status != "" && status[0] == '2') || (status == "" && code >= 200 && code < 300) {
 		return Delivered
 	}
-	for i := range primaryRules {
-		r := &primaryRules[i]
-		if r.codeMatch(status) || r.textMatch(text) {
-			return r.reason
-		}
+	if strings.HasPrefix(dtype, "x-unix") {
+		// The local delivery agent (a program, a pipe) failed, whatever
+		// status the MTA gave it.
+		return MailerError
 	}
-	for i := range secondaryRules {
-		r := &secondaryRules[i]
-		if r.textMatch(text) || r.codeMatch(status) {
-			return r.reason
-		}
+	r := firstText(primaryRules, text)
+	if r == "" {
+		r = firstCode(primaryRules, status)
 	}
-	if len(status) >= 3 {
+	if r == UserUnknown {
+		r = unknownAddress(text, status, code, cmd)
+	}
+	if r == HostUnknown && status != "" && status[0] == '4' {
+		// A temporary failure to find the domain is a DNS problem on the
+		// way, not proof that the domain does not exist.
+		r = NetworkError
+	}
+	if r != "" {
+		return r
+	}
+	// A temporary failure that ended the attempts: the queue gave up.
+	gaveUp := (status != "" && status[0] == '4' && action != "delayed") || matchAny(text, gaveUpPhrases)
+	r = firstText(secondaryRules, text)
+	if gaveUp && (r == "" || r == NetworkError || r == Expired) {
+		// Connection trouble that went on until the queue gave up is
+		// an expiry; only a specific status says otherwise.
+		if c := firstCode(secondaryRules, status); c != "" && !genericTemporary(status) {
+			return c
+		}
+		return Expired
+	}
+	if r != "" {
+		return r
+	}
+	if r = firstCode(secondaryRules, status); r != "" {
+		return r
+	}
+	if len(status) >= 4 {
 		switch status[2:4] {
 		case "6.":
 			return ContentError
 		case "7.":
 			return SecurityError
 		}
-	}
-	if strings.HasPrefix(dtype, "x-unix") || (strings.HasPrefix(dtype, "x-") && strings.Contains(text, "mail delivery agent")) {
-		return MailerError
 	}
 	if action == "delayed" || action == "expired" {
 		return Expired
@@ -142,6 +164,68 @@ func decide(text, status string, code int, action, dtype, cmd string) Reason {
 		return OnHold
 	}
 	return Undefined
+}
+
+// unknownAddress decides what a text that says "no such user" means. Only
+// an X.1.1 status or a refusal of RCPT TO proves the mailbox is absent
+// (UserUnknown). Said of MAIL FROM, it is the sender that is unknown
+// (Rejected). Said after DATA, or quoted from a remote server without saying
+// which command it answered, it is the recipient's filter refusing the
+// message with a misleading answer (Filtered): suppressing the address on
+// that evidence would lose good recipients.
+func unknownAddress(text, status string, code int, cmd string) Reason {
+	switch {
+	case cmd == "RCPT" || (len(status) >= 5 && (status[2:] == "1.1" || status[2:] == "1.0")):
+		return UserUnknown
+	case cmd == "MAIL":
+		return Rejected
+	case cmd == "DATA":
+		return Filtered
+	case code != 0 || (status != "" && status[2:] != "0.0"):
+		return Filtered
+	}
+	return UserUnknown
+}
+
+// genericTemporary reports the status codes that only say "something on
+// the way failed": X.0.0, X.4.0 (other network), X.4.1 (no answer), X.4.2
+// (bad connection) and X.4.7 (delivery time expired).
+func genericTemporary(status string) bool {
+	if len(status) < 5 {
+		return true
+	}
+	switch status[2:] {
+	case "0.0", "4.0", "4.1", "4.2", "4.7":
+		return true
+	}
+	return false
+}
+
+func firstText(rules []rule, text string) Reason {
+	for i := range rules {
+		if rules[i].textMatch(text) {
+			return rules[i].reason
+		}
+	}
+	return ""
+}
+
+func firstCode(rules []rule, status string) Reason {
+	for i := range rules {
+		if rules[i].codeMatch(status) {
+			return rules[i].reason
+		}
+	}
+	return ""
+}
+
+func matchAny(text string, phrases []string) bool {
+	for _, p := range phrases {
+		if matchPhrase(text, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // rule maps phrases and enhanced status codes to a reason.
@@ -226,7 +310,47 @@ func normalise(s string) string {
 		space = false
 		b.WriteByte(c)
 	}
-	return b.String()
+	return stripContinuations(b.String())
+}
+
+// stripContinuations removes the reply code and enhanced status code that a
+// multi-line SMTP reply repeats at the start of every line (RFC 5321
+// §4.2.1), so that a phrase broken across lines still matches.
+func stripContinuations(s string) string {
+	if len(s) < 4 || !isDigit(s[0]) || !isDigit(s[1]) || !isDigit(s[2]) || (s[3] != '-' && s[3] != ' ') {
+		return s
+	}
+	code := s[:3]
+	prefix := code
+	if n, ok := statusAt(s, 4); ok {
+		prefix = s[:4+n]
+	}
+	var b strings.Builder
+	b.WriteString(s[:len(prefix)])
+	rest := s[len(prefix):]
+	for {
+		i := strings.Index(rest, " "+code)
+		if i < 0 {
+			b.WriteString(rest)
+			return b.String()
+		}
+		b.WriteString(rest[:i])
+		rest = rest[i:]
+		j := 1 + len(code)
+		if j < len(rest) && (rest[j] == '-' || rest[j] == ' ') && (j+1 == len(rest) || !isDigit(rest[j+1]) || len(prefix) > 4) {
+			k := j + 1
+			if n, ok := statusAt(rest, k); ok && len(prefix) > 4 {
+				k += n
+			}
+			rest = rest[k:]
+			if len(rest) > 0 && rest[0] != ' ' {
+				b.WriteByte(' ')
+			}
+			continue
+		}
+		b.WriteString(rest[:j])
+		rest = rest[j:]
+	}
 }
 
 // NormaliseStatus returns s as a well-formed RFC 3463 status code

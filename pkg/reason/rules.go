@@ -12,6 +12,10 @@ package reason
 // most specific, before the path and reputation reasons, whose words
 // ("blocked", "rejected", "denied") are the most general.
 var primaryRules = []rule{
+	{reason: Expired, phrases: []string{
+		"message expired", "delivery time expired", "retry timeout exceeded", "could not be delivered within",
+		"queue lifetime", "retry time exceeded",
+	}},
 	{reason: MailboxFull, codes: []string{"2.2"}, phrases: []string{
 		"mailbox full", "mailbox is full", "mailbox is currently full", "mail box full",
 		"mailbox has exceeded", "mailbox exceeded", "mailbox size limit", "mailbox would exceed",
@@ -25,6 +29,9 @@ var primaryRules = []rule{
 		"mailbox is full", "boite du destinataire pleine", "the recipient's inbox is out of storage space",
 		"out of storage space", "inbox is full",
 	}},
+	{reason: ExceedLimit, codes: []string{"2.3"}, phrases: []string{
+		"message header size exceeds", "recipsizelimit", "message too large for this recipient", "exceeds the limit of recipients", "too many recipients for this message",
+	}},
 	{reason: MesgTooBig, codes: []string{"3.4"}, phrases: []string{
 		"message too large", "message too big", "message is too big", "message is too large",
 		"message size exceeds", "message size limit", "exceeds size limit", "exceeds the size limit",
@@ -32,10 +39,7 @@ var primaryRules = []rule{
 		"message length exceeds", "message exceeds the maximum", "message file too big",
 		"mail size limit", "size of the message exceeds", "message size is over", "too big for system",
 		"message size too large", "size exceeds", "exceeds the maximum size", "message is larger than",
-		"taille du message",
-	}},
-	{reason: ExceedLimit, codes: []string{"2.3"}, phrases: []string{
-		"message header size exceeds", "exceeds the limit of recipients", "too many recipients for this message",
+		"taille du message", "line limit exceeded",
 	}},
 	{reason: Suspend, codes: []string{"7.13"}, phrases: []string{
 		"mailbox is inactive", "mailbox inactive", "mailbox has been suspended", "mailbox suspended",
@@ -47,7 +51,7 @@ var primaryRules = []rule{
 		"mailbox has been disabled", "mailbox currently suspended", "is disabled", "recipient suspended",
 		"email account that you tried to reach is disabled", "has been disabled or discontinued",
 		"boite du destinataire archivee", "mailbox is frozen", "mailbox has been frozen",
-		"temporarily deactivated", "inactive user", "user is inactive", "no longer active",
+		"temporarily deactivated", "disabled recipient", "inactive user", "user is inactive", "no longer active",
 		"recipient mailbox is inactive", "inactive account", "this account has been terminated",
 		"account that you tried to reach is inactive",
 	}},
@@ -61,43 +65,53 @@ var primaryRules = []rule{
 		"not allowed to relay", "unable to relay", "we do not relay", "no relaying", "relay prohibited",
 		"relaying prohibited", "relaying is prohibited", "relaying mail to", "isn't in my list of allowed rcpthosts",
 		"not in my list of allowed rcpthosts", "relay rejected", "mail relay denied", "is not a gateway",
-		"relaying disallowed", "cannot relay", "can't relay", "relaying to", "not authorized to relay",
+		"not configured to relay", "relaying disallowed", "cannot relay", "can't relay", "relaying to", "not authorized to relay",
 		"you are not authorized to send mail", "relay access", "relay not authorized",
 	}},
+	{reason: Rejected, codes: []string{"1.7", "1.8"}, phrases: []string{
+		"sender address rejected", "sender rejected", "sender verify failed", "sender verification failed",
+		"domain of sender address", "sender domain must exist", "unroutable sender", "unrouteable sender",
+		"sender address is invalid", "invalid sender", "mail from rejected", "badmailfrom",
+		"you don't have permission to post", "you do not have permission to post", "not allowed to post",
+		"sender address does not exist", "sender domain does not exist", "sender is in my badmailfrom",
+		"provide a valid from", "email address is not verified",
+	}},
 	{reason: AuthFailure, codes: []string{"7.20", "7.21", "7.22", "7.23", "7.24", "7.26", "7.29", "7.509"}, phrases: []string{
-		"spf check failed", "spf fail", "spf record", "spf validation", "spf policy", "spf=fail",
+		"spf check failed", "spf fail", "spf validation", "spf policy", "spf=fail",
 		"spf verification", "spf)", "(spf", "sender policy framework", "dmarc", "dkim", "domainkeys",
 		"unauthenticated email", "not authenticated", "authentication checks", "does not pass",
-		"is not allowed to send mail from", "is not allowed to send from", "not designated as permitted sender",
+		"is not allowed to send mail from", "fails to pass spf", "does not have authentication information", "is not allowed to send from", "not designated as permitted sender",
 		"not permitted sender", "sender is not authorized", "sender address is not authorized",
 		"authentication failed for domain", "email authentication",
 	}},
-	{reason: UserUnknown, codes: []string{"1.1", "1.3", "1.351"}, phrases: []string{
+	{reason: UserUnknown, codes: []string{"1.1", "1.0", "1.3", "1.351"}, phrases: []string{
+		"recipient address rejected: access denied", "recipient address rejected.",
 		"user unknown", "unknown user", "no such user", "no such mailbox", "no such recipient",
 		"no such account", "no such address", "no such local user", "no mailbox here by that name",
 		"unknown recipient", "recipient unknown", "recipient not found", "recipientnotfound",
 		"recipient address rejected: user unknown", "recipient address rejected: undeliverable address",
 		"unknown local part", "unknown local-part", "unknown address", "address unknown",
 		"user not found", "user doesn't exist", "user does not exist", "user not exist", "users not exist",
-		"address does not exist", "mailbox does not exist", "mailbox doesn't exist", "account does not exist",
+		"address does not exist", "mailbox does not exist", "recipient address does not exist", "mailbox doesn't exist", "account does not exist",
 		"recipient does not exist", "email account that you tried to reach does not exist",
 		"mailbox not found", "mailbox unavailable", "mailbox not available", "invalid mailbox",
 		"invalid recipient", "invalid user", "not a valid mailbox", "not a valid recipient",
 		"is not a valid user", "no such person", "user is unknown", "unknown or illegal alias",
-		"mailbox name not allowed", "destination addresses were unknown", "recipient no longer on server",
+		"mailbox name not allowed", "destination addresses were unknown",
 		"not listed in domino directory", "not listed in public name & address book", "no mailbox by that name",
 		"this user doesn't have a", "the user you are trying to contact is not receiving mail",
 		"the e-mail account does not exist", "the email account does not exist", "address is not valid",
 		"there is no one at this address", "bad address", "bad destination mailbox",
-		"unrouteable address", "undeliverable address", "invalid address", "addressee unknown",
+		"undeliverable address", "invalid address", "addressee unknown",
 		"no user by that name", "no such email", "account not found", "not a known user",
 		"mailbox is not available", "does not have an account", "has no account", "user invalid",
-		"recipient rejected", "rcpt to rejected", "no valid recipients", "address rejected",
 		"utilisateur inconnu", "adresse d au moins un destinataire invalide",
-		"mailbox unknown", "unknown mailbox", "does not exist",
+		"mailbox unknown", "unknown mailbox", "email address does not exist", "e-mail address does not exist",
+		"does not exist here", "address couldn't be found", "address could not be found",
+		"invalid final delivery userid", "recipient not valid", "no such recipient here",
 	}},
 	{reason: Filtered, phrases: []string{
-		"due to user's filter", "rejected by user filter", "message filtered", "filtered by",
+		"recipient preferences", "due to user's filter", "rejected by user filter", "message filtered", "filtered by",
 		"filter rejected", "refused by recipient", "recipient has rejected", "rejected by recipient",
 		"blocked by recipient", "user refuses", "the user does not accept", "delivery not authorized, message refused",
 		"this recipient has chosen", "rejected by the recipient", "recipient's filter", "receiver refused",
@@ -110,7 +124,7 @@ var primaryRules = []rule{
 		"fcrdns", "valid reverse", "not have a reverse", "does not have reverse", "reverse hostname",
 		"no hostname", "unresolvable hostname", "please setup a ptr", "please set up a ptr",
 		"looks like a dynamic ip", "dynamic ip", "dynamic ips", "dialup", "dial-up", "residential ip",
-		"generic hostname", "generic reverse",
+		"generic hostname", "generic reverse", "mismatches client ip",
 	}},
 	{reason: NotCompliantRFC, phrases: []string{
 		"not rfc 5322 compliant", "not rfc5322 compliant", "rfc 5322", "rfc5322", "rfc 2822", "rfc2822",
@@ -119,19 +133,25 @@ var primaryRules = []rule{
 		"header is not compliant", "headers are not compliant", "multiple from",
 	}},
 	{reason: BadReputation, phrases: []string{
-		"poor reputation", "bad reputation", "low reputation", "ip reputation", "sender reputation",
+		"user complaints", "poor reputation", "bad reputation", "low reputation", "ip reputation", "sender reputation",
 		"reputation of the sending", "domain reputation", "reputation is too low", "reputation",
 	}},
-	{reason: Rejected, codes: []string{"1.7", "1.8"}, phrases: []string{
-		"sender rejected", "sender address rejected", "sender verify failed", "sender verification failed",
-		"domain of sender address", "sender domain must exist", "sender domain does not exist",
-		"sender address is invalid", "invalid sender", "mail from rejected", "refused by sender",
-		"sender is in my badmailfrom", "badmailfrom", "envelope sender", "sender not allowed",
+	{reason: Rejected, phrases: []string{
+		"refused by sender", "envelope sender", "sender not allowed",
 		"your address is not", "sender address does not exist", "address of the sender",
 		"return path", "unknown sender", "sender unknown", "from address", "sender denied",
 		"you don't have permission to post", "you do not have permission to post", "not allowed to post",
 		"sender has been blocked", "the sender is blocked", "blocked sender", "sender blocked",
 		"bad sender", "illegal sender", "sender address not", "sender domain",
+	}},
+	{reason: NetworkError, phrases: []string{
+		"host not found, try again", "temporary failure in name resolution", "host name lookup failure",
+		"dns server failure", "servfail", "name server:", "name server timeout",
+	}},
+	{reason: NotAccept, codes: []string{"1.10"}, phrases: []string{
+		"no mx found for domain", "no mx record found for domain", "couldn't find a mail exchanger",
+		"null mx", "doesn't receive email", "does not accept mail", "do not accept mail", "accepts no mail",
+		"not accepting any mail",
 	}},
 	{reason: HostUnknown, codes: []string{"1.2", "4.4"}, phrases: []string{
 		"host unknown", "unknown host", "host not found", "domain not found", "no such domain",
@@ -140,10 +160,25 @@ var primaryRules = []rule{
 		"unrouteable mail domain", "invalid domain", "unknown domain", "domain is not valid",
 		"no mx record", "no mx host", "no mail exchanger", "mx lookup failed", "dns error: domain name not found",
 		"not have an mx", "unresolvable domain", "unable to resolve", "bad destination host",
-		"host does not exist", "domain unknown", "recipient domain", "no valid mx",
+		"host does not exist", "domain unknown", "unrouteable address", "dns lookup failure: host",
+		"the domain is not reachable", "recipient domain", "no valid mx",
 	}},
 	{reason: VirusDetected, phrases: []string{
 		"virus", "malware", "infected", "malicious content", "contains a worm", "trojan",
+	}},
+	{reason: TooManyConn, phrases: []string{
+		"too many connections", "too many concurrent", "connection limit", "too many smtp sessions",
+		"too many open connections", "too many simultaneous", "max connections", "maximum connections",
+		"too many sessions", "connections from your ip", "connection frequency",
+	}},
+	{reason: SpamDetected, phrases: []string{
+		"blacklisted url", "uribl", "surbl", "url in message", "spam content", "content is spam",
+	}},
+	{reason: Blocked, phrases: []string{
+		"client host blocked", "client host rejected", "ip blocked", "ip address blacklisted",
+		"ip address blocked", "blacklisted by", "blocked using", "listed in", "listed at", "listed on",
+		"spamhaus", "spamcop", "dnsbl", "your ip", "source ip", "adresse ip", "ip source", "blocked ip",
+		"sending ip", "ip address", "for spamming", "too much spam from",
 	}},
 	{reason: SpamDetected, phrases: []string{
 		"spam message", "message is spam", "as spam", "spam detected", "detected as spam", "likely spam",
@@ -151,7 +186,8 @@ var primaryRules = []rule{
 		"junk e-mail", "bulk email filter", "bulk mail", "unsolicited", "message looks like spam",
 		"looks like spam", "message rejected as spam", "blocked as spam", "spam rejected", "spam policy",
 		"content filter", "message content rejected", "considered as spam", "identified as spam",
-		"high probability of spam", "spam-like", "spammy", "content rejected", "spam",
+		"high probability of spam", "spam-like", "spammy", "content rejected", "spam detected", "spam score", "spam",
+		"rejected due to spam", "due to spam", "spam classification", "detected spam", "spam mail",
 		"our system has detected that this message is", "scanned and rejected",
 	}},
 	{reason: Speeding, phrases: []string{
@@ -159,22 +195,6 @@ var primaryRules = []rule{
 		"sending rate", "at a rate that prevents", "messages per", "mails per", "exceeded the rate",
 		"sending too fast", "slow down", "rate of incoming", "unusual rate", "temporarily rate limited",
 		"throttl", "unexpected volume", "too many recipients", "frequency",
-	}},
-	{reason: TooManyConn, phrases: []string{
-		"too many connections", "too many concurrent", "connection limit", "too many smtp sessions",
-		"too many open connections", "too many simultaneous", "max connections", "maximum connections",
-		"too many sessions", "connections from your ip",
-	}},
-	{reason: Blocked, codes: []string{"7.606", "7.607", "7.608", "7.609", "7.610", "7.611", "7.612", "7.613", "7.614", "7.615", "7.616", "7.617", "7.618", "7.619", "7.620", "7.621", "7.622", "7.623", "7.624", "7.625", "7.626", "7.627", "7.628", "7.629", "7.630", "7.631", "7.632", "7.633", "7.634", "7.635", "7.636", "7.637", "7.638", "7.639", "7.640", "7.641", "7.642", "7.643", "7.644", "7.645", "7.646", "7.647", "7.648", "7.649"}, phrases: []string{
-		"blacklist", "black list", "blocklist", "block list", "blocked using", "listed in", "listed at",
-		"listed on", "spamhaus", "spamcop", "sorbs", "barracudacentral", "dnsbl", "rbl", "banned",
-		"client host rejected", "client host blocked", "your ip", "your host", "your server",
-		"your network", "ip address", "ip blocked", "ip has been blocked", "host blocked",
-		"connection refused", "refused to talk", "access denied", "not allowed to connect",
-		"not accepting connections", "looks suspiciously like", "service unavailable; client host",
-		"connections not accepted", "connection rejected", "blocked", "has been blocked", "blocking",
-		"denied by policy", "you are not allowed", "not allowed to send", "refused connect",
-		"refused", "your mail server", "not permitted",
 	}},
 }
 
@@ -186,7 +206,19 @@ var secondaryRules = []rule{
 		"content policy", "prohibited attachment", "attachment type", "attachments are not allowed",
 		"not allowed by policy", "message not accepted for policy", "policy restriction",
 		"security policies", "policy rejection", "rejected by policy", "email policy", "due to policy",
-		"by our policy", "acceptable use policy", "policy",
+		"by our policy", "acceptable use policy", "denied by policy", "content presents a potential security issue",
+		"policy",
+	}},
+	{reason: Blocked, codes: []string{"7.606", "7.607", "7.608", "7.609", "7.610", "7.611", "7.612", "7.613", "7.614", "7.615", "7.616", "7.617", "7.618", "7.619", "7.620", "7.621", "7.622", "7.623", "7.624", "7.625", "7.626", "7.627", "7.628", "7.629", "7.630", "7.631", "7.632", "7.633", "7.634", "7.635", "7.636", "7.637", "7.638", "7.639", "7.640", "7.641", "7.642", "7.643", "7.644", "7.645", "7.646", "7.647", "7.648", "7.649"}, phrases: []string{
+		"blacklist", "black list", "blocklist", "block list", "blocked using", "listed in", "listed at",
+		"listed on", "spamhaus", "spamcop", "sorbs", "barracudacentral", "dnsbl", "rbl", "banned",
+		"client host rejected", "client host blocked", "your ip", "your host", "your server",
+		"your network", "ip address", "ip blocked", "ip has been blocked", "host blocked",
+		"connection refused", "refused to talk", "access denied", "not allowed to connect",
+		"not accepting connections", "looks suspiciously like", "service unavailable; client host",
+		"connections not accepted", "connection rejected", "blocked", "has been blocked", "blocking",
+		"you are not allowed", "not allowed to send", "refused connect",
+		"refused", "your mail server", "not permitted",
 	}},
 	{reason: ContentError, phrases: []string{
 		"header error", "header syntax", "invalid header", "malformed header", "bad header",
@@ -240,7 +272,8 @@ var secondaryRules = []rule{
 		"system error", "internal error", "server error", "local error", "internal server error",
 		"system failure", "temporary failure", "resources temporarily unavailable", "configuration error",
 		"misconfigured", "mail system problem", "system problem", "service unavailable",
-		"try again later", "temporarily unavailable", "system not accepting", "unable to deliver",
+		"system not accepting", "service currently unavailable", "transaction failed",
+		"duplicated message-id", "duplicate message-id", "mail loop",
 	}},
 	{reason: MailerError, phrases: []string{
 		"mailer error", "command died with status", "procmail", "pipe to", "command output",
@@ -250,10 +283,20 @@ var secondaryRules = []rule{
 	{reason: SyntaxError, codes: []string{"5.2", "5.4", "5.1", "5.5", "5.6"}, phrases: []string{
 		"syntax error", "command unrecognized", "unrecognized command", "bad sequence of commands",
 		"malformed address", "malformed recipient", "command not recognized", "invalid command",
+		"improper sequence", "parameter not implemented", "command not implemented",
 		"parameters not recognized", "line too long", "bad syntax",
 	}},
 	{reason: Vacation, phrases: []string{
 		"out of office", "out of the office", "auto-reply", "autoreply", "automatic reply", "on vacation",
 		"i am away", "i'm away", "away from the office",
 	}},
+}
+
+// gaveUpPhrases say that the sending system stopped retrying.
+var gaveUpPhrases = []string{
+	"giving up", "gave up", "too long in the queue", "has been in the queue too long", "not going to try again",
+	"retry timeout exceeded", "retry time exceeded", "message expired", "delivery time expired",
+	"could not be delivered within", "did not accept our requests to connect", "no successful delivery",
+	"maximum delivery time", "delivery expired", "message timed out", "queue lifetime",
+	"have been failing for a long time", "not delivered within", "was not delivered within",
 }
