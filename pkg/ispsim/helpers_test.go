@@ -1,10 +1,14 @@
 package ispsim_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"strconv"
@@ -100,7 +104,7 @@ func client(t *testing.T, sim *ispsim.Sim, src, rcpt string) (*smtp.Client, erro
 	return c, nil
 }
 
-func message(from, to, id, body string) string {
+func msg(from, to, id, body string) string {
 	return fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: hello\r\nMessage-ID: <%s>\r\nDate: Mon, 02 Nov 2026 09:00:00 +0000\r\n\r\n%s\r\n", from, to, id, body)
 }
 
@@ -147,3 +151,19 @@ var (
 	ip2 = netip.MustParseAddr("127.0.0.2")
 	ip3 = netip.MustParseAddr("127.0.0.3")
 )
+
+func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }
+
+func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }
+
+func newRequest(path string) *http.Request { return httptest.NewRequest(http.MethodGet, path, nil) }
+
+func atoi(t *testing.T, s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

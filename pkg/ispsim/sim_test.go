@@ -70,7 +70,7 @@ func TestAcceptedMessageInLedger(t *testing.T) {
 			}
 		}
 		id := "m-" + to
-		if err := send(t, sim, "127.0.0.2", "news@mailwave.test", to, message("news@mailwave.test", to, id, "hi")); err != nil {
+		if err := send(t, sim, "127.0.0.2", "news@mailwave.test", to, msg("news@mailwave.test", to, id, "hi")); err != nil {
 			t.Fatalf("send to %s: %v", to, err)
 		}
 		snap, err := sim.Ledger().Wait(ctxT(t), func(s *ispsim.Snapshot) bool { return s.Delivered(id, to) == 1 })
@@ -99,7 +99,7 @@ func TestAcceptedMessageInLedger(t *testing.T) {
 
 func TestDuplicatesCounted(t *testing.T) {
 	sim, _ := start(t, nil)
-	data := message("news@mailwave.test", "alice@gmail.com", "dup-1", "x")
+	data := msg("news@mailwave.test", "alice@gmail.com", "dup-1", "x")
 	for range 3 {
 		if err := send(t, sim, "127.0.0.2", "news@mailwave.test", "alice@gmail.com", data); err != nil {
 			t.Fatal(err)
