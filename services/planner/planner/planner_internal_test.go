@@ -1,0 +1,141 @@
+package planner
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/mail"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailwave/mailwave/pkg/config"
+	"github.com/mailwave/mailwave/pkg/service"
+	mailwavev1 "github.com/mailwave/mailwave/proto/mailwave/v1"
+)
+
+// This is an internal test: rendering is not exported, and its output is
+// what the end-to-end tests check byte for byte on the wire.
+
+func TestRenderTemplateMultipart(t *testing.T) {
+	req := &mailwavev1.SendRequest{Content: &mailwavev1.SendRequest_Template{Template: &mailwavev1.Template{
+		From: "Shop <news@shop.example>", Subject: "Hi {{.name}} – ünïcode", Text: "Hello {{.name}}\n.dot line",
+		Html: "<p>Hello {{.name}}</p>", Headers: map[string]string{"Reply-To": "help@shop.example"},
+	}}}
+	c, err := prepare(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	data, hid, err := c.render(&mailwavev1.Recipient{Address: "ana@example.com", Vars: map[string]string{"name": "<Ana>"}}, "0123abcd", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hid != "0123abcd@shop.example" {
+		t.Errorf("header id %q", hid)
+	}
+	msg, err := mail.ReadMessage(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := new(mime.WordDecoder)
+	subj, _ := dec.DecodeHeader(msg.Header.Get("Subject"))
+	if subj != "Hi <Ana> – ünïcode" || msg.Header.Get("Reply-To") != "help@shop.example" ||
+		msg.Header.Get("Message-Id") != "<0123abcd@shop.example>" || msg.Header.Get("To") != "<ana@example.com>" {
+		t.Errorf("headers %v subject %q", msg.Header, subj)
+	}
+	_, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr := multipart.NewReader(msg.Body, params["boundary"])
+	var parts []string
+	for {
+		p, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(p) // multipart decodes quoted-printable
+		parts = append(parts, string(b))
+	}
+	if len(parts) != 2 || parts[0] != "Hello <Ana>\r\n.dot line" || parts[1] != "<p>Hello &lt;Ana&gt;</p>" {
+		t.Errorf("parts %q", parts)
+	}
+	if bytes.Contains(data, []byte("\n")) && bytes.Count(data, []byte("\n")) != bytes.Count(data, []byte("\r\n")) {
+		t.Error("bare LF in rendered message")
+	}
+}
+
+func TestRenderErrors(t *testing.T) {
+	tpl := func(t *mailwavev1.Template) *mailwavev1.SendRequest {
+		return &mailwavev1.SendRequest{Content: &mailwavev1.SendRequest_Template{Template: t}}
+	}
+	for name, req := range map[string]*mailwavev1.SendRequest{
+		"bad from":      tpl(&mailwavev1.Template{From: "not an address", Text: "x"}),
+		"no body":       tpl(&mailwavev1.Template{From: "a@b.example"}),
+		"bad template":  tpl(&mailwavev1.Template{From: "a@b.example", Text: "{{.x"}),
+		"header inject": tpl(&mailwavev1.Template{From: "a@b.example", Text: "x", Headers: map[string]string{"From": "evil@x"}}),
+		"raw no from":   {Content: &mailwavev1.SendRequest_Raw{Raw: []byte("Subject: x\r\n\r\nbody")}},
+	} {
+		if _, err := prepare(req); !errors.Is(err, errContent) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	c, err := prepare(tpl(&mailwavev1.Template{From: "a@b.example", Text: "Hi {{.missing}}"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.render(&mailwavev1.Recipient{Address: "x@y.example"}, "id", time.Now()); !errors.Is(err, errContent) {
+		t.Errorf("missing variable: %v", err)
+	}
+}
+
+func TestRawIsUntouched(t *testing.T) {
+	raw := []byte("From: a@b.example\r\nMessage-ID: <m1@b.example>\r\n\r\nbody\r\n")
+	c, err := prepare(&mailwavev1.SendRequest{Content: &mailwavev1.SendRequest_Raw{Raw: raw}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, hid, err := c.render(&mailwavev1.Recipient{Address: "x@y.example"}, "id", time.Now())
+	if err != nil || !bytes.Equal(data, raw) || hid != "m1@b.example" || c.sendingDomain != "b.example" {
+		t.Fatalf("%q %q %v", data, hid, err)
+	}
+}
+
+func TestMessageIDIsDeterministic(t *testing.T) {
+	a, b := MessageID("k", "Ana@Example.com"), MessageID("k", " ana@example.com")
+	if a != b || len(a) != 32 || MessageID("k2", "ana@example.com") == a {
+		t.Fatalf("%s %s", a, b)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	base := func() Config {
+		return Config{Common: service.Common{NATSURL: "nats://x:4222", RedisURL: "redis://x:6379/0", HTTPAddr: ":8080",
+			LogLevel: "info", Replicas: 1, DrainTimeout: time.Second},
+			VERPKeys: []string{"0123456789abcdef"}, Pool: "p", MaxAge: time.Hour, Workers: 1}
+	}
+	ok := base()
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for want, mut := range map[string]func(*Config){
+		"MW_VERP_KEYS":       func(c *Config) { c.VERPKeys = []string{"short"} },
+		"MW_POOL":            func(c *Config) { c.Pool = "a.b" },
+		"MW_SOURCE_IPS":      func(c *Config) { c.SourceIPs = []string{"mta1"} },
+		"MW_HELO_NAMES":      func(c *Config) { c.SourceIPs = []string{"127.0.0.3"}; c.HeloNames = []string{"a", "b"} },
+		"MW_MAX_AGE":         func(c *Config) { c.MaxAge = time.Second },
+		"MW_PLANNER_WORKERS": func(c *Config) { c.Workers = 0 },
+	} {
+		c := base()
+		mut(&c)
+		if err := c.Validate(); !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v", want, err)
+		}
+	}
+}
