@@ -9,7 +9,10 @@ import (
 )
 
 // build turns the header and parts of a message into its description.
-func build(top textproto.MIMEHeader, p *parts) *Message {
+//
+// It also returns the text of a returned message found inline after the
+// explanation, if any.
+func build(top textproto.MIMEHeader, p *parts) (*Message, string) {
 	m := &Message{
 		Kind:    KindOther,
 		From:    top.Get("From"),
@@ -19,7 +22,7 @@ func build(top textproto.MIMEHeader, p *parts) *Message {
 	if p.feedback || strings.Contains(ct, "feedback-report") {
 		m.Kind = KindARF
 		m.Original = originalOf(p, "")
-		return m
+		return m, ""
 	}
 
 	text := strings.Join(p.texts, "\n")
@@ -92,7 +95,7 @@ func build(top textproto.MIMEHeader, p *parts) *Message {
 	if m.Kind != KindDSN {
 		m.IsBounce = false
 	}
-	return m
+	return m, inlineReturned
 }
 
 // fromStatus makes the record of one RFC 3464 recipient group, borrowing the
@@ -106,7 +109,9 @@ func fromStatus(s statusRecord, prose []proseRecord, n int, expl string) Record 
 		DiagnosticType:    s.diagType,
 		Diagnostic:        oneLine(s.diag, 1200),
 	}
-	if r.Recipient == "" {
+	if !plausibleAddr(r.Recipient) && plausibleAddr(s.original) {
+		// A source route or local name in Final-Recipient: the
+		// Original-Recipient is the address that was sent to.
 		r.Recipient = s.original
 	}
 	if len(s.extra) > 0 {
@@ -287,11 +292,23 @@ func extendReply(diag, expl string) string {
 	if len(probe) > 60 {
 		probe = probe[:60]
 	}
-	i := strings.Index(expl, probe)
-	if i < 0 {
-		return diag
+	from := 0
+	for {
+		i := strings.Index(expl[from:], probe)
+		if i < 0 {
+			return diag
+		}
+		i += from
+		if out := replyLines(expl, strings.LastIndexByte(expl[:i], '\n')+1, code); len(out) >= 2 {
+			return oneLine(strings.Join(out, " "), 1200)
+		}
+		from = i + len(probe)
 	}
-	start := strings.LastIndexByte(expl[:i], '\n') + 1
+}
+
+// replyLines collects the lines of one multi-line reply with the given code
+// that starts at expl[start:], each without its "<<<" transcript marker.
+func replyLines(expl string, start int, code string) []string {
 	var out []string
 	pos := start
 	for pos < len(expl) && len(out) < 40 {
@@ -310,8 +327,12 @@ func extendReply(diag, expl string) string {
 		}
 		pos += end + 1
 	}
-	if len(out) < 2 {
-		return diag
-	}
-	return oneLine(strings.Join(out, " "), 1200)
+	return out
+}
+
+// plausibleAddr reports whether a is an address mail can be sent to: a
+// local part, an "@" and a domain with a dot.
+func plausibleAddr(a string) bool {
+	at := strings.LastIndexByte(a, '@')
+	return at > 0 && strings.IndexByte(a[at:], '.') > 0 && !strings.HasPrefix(a, "@")
 }

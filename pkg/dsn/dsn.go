@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/textproto"
+	"strings"
 
 	"github.com/mailwave/mailwave/pkg/reason"
 )
@@ -136,13 +137,33 @@ func parse(raw []byte, nesting int) (*Message, error) {
 	if len(p.texts) == 0 {
 		p.texts = p.html
 	}
-	m := build(top, p)
-	if nesting < maxNesting && m.Kind == KindDSN && !m.informative() && len(p.returned) > 0 {
-		// A bounce that only forwards another bounce (a gateway that
-		// wraps what it received): read the inner one.
-		if inner, err := parse(p.returned[0], nesting+1); err == nil && inner.Kind == KindDSN && inner.informative() {
-			inner.From, inner.Subject = m.From, m.Subject
-			return inner, nil
+	m, inline := build(top, p)
+	if nesting < maxNesting && m.Kind == KindDSN && !m.informative() {
+		// A bounce that only forwards another bounce (a gateway or
+		// an administrator that passes on what it received): read the
+		// inner one.
+		var src []byte
+		switch {
+		case len(p.returned) > 0:
+			src = p.returned[0]
+		case inline != "":
+			src = []byte(inline)
+			if strings.HasPrefix(inline, "From ") { // an mbox separator line
+				src = src[strings.IndexByte(inline, '\n')+1:]
+			}
+		}
+		if src != nil {
+			if inner, err := parse(src, nesting+1); err == nil && inner.Kind == KindDSN && inner.informative() {
+				inner.From, inner.Subject = m.From, m.Subject
+				if len(inner.Records) == len(m.Records) {
+					for i := range inner.Records {
+						if inner.Records[i].Recipient == "" {
+							inner.Records[i].Recipient = m.Records[i].Recipient
+						}
+					}
+				}
+				return inner, nil
+			}
 		}
 	}
 	return m, nil

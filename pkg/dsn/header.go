@@ -114,6 +114,12 @@ func addrSpec(v string) string {
 			return strings.TrimSpace(v[i+1 : i+j])
 		}
 	}
+	if strings.HasPrefix(v, "@") {
+		// An RFC 5321 §4.1.2 source route ("@relay:user@host").
+		if i := strings.IndexByte(v, ':'); i > 0 {
+			v = v[i+1:]
+		}
+	}
 	if i := strings.IndexByte(v, '('); i > 0 {
 		v = strings.TrimSpace(v[:i])
 	}

@@ -46,7 +46,11 @@ func (p *parts) walk(h textproto.MIMEHeader, body []byte, depth int) {
 	}
 	mt, params := contentType(h.Get("Content-Type"))
 	if strings.HasPrefix(mt, "multipart/") {
-		if children := splitMultipart(body, params["boundary"]); len(children) > 0 {
+		children := splitMultipart(body, params["boundary"])
+		if len(children) == 0 {
+			children = splitMultipart(body, guessBoundary(body))
+		}
+		if len(children) > 0 {
 			for _, c := range children {
 				fs, n := readFields(c)
 				p.walk(toMIMEHeader(fs), c[n:], depth+1)
@@ -239,4 +243,22 @@ func looksLikeMessage(b []byte) bool {
 		}
 	}
 	return n >= 2
+}
+
+// guessBoundary finds the delimiter a multipart body really uses when it
+// differs from the declared one: the first "--token" line that recurs.
+func guessBoundary(body []byte) string {
+	pos := 0
+	for pos < len(body) {
+		line, next := nextLine(body, pos)
+		pos = next
+		if len(line) < 10 || line[0] != '-' || line[1] != '-' || bytes.ContainsAny(line, " \t") {
+			continue
+		}
+		b := string(bytes.TrimSuffix(line[2:], []byte("--")))
+		if bytes.Count(body, []byte("\n--"+b)) >= 2 {
+			return b
+		}
+	}
+	return ""
 }

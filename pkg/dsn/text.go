@@ -188,7 +188,8 @@ func findAddrs(text string, excluded map[string]bool) []addrAt {
 		}
 		before := strings.ToLower(text[max(lineStart, start-32):start])
 		if strings.Contains(before, "generated from") || strings.Contains(before, "expanded from") ||
-			strings.Contains(before, "forwarded from") || strings.Contains(before, "alias for") {
+			strings.Contains(before, "forwarded from") || strings.Contains(before, "alias for") ||
+			strings.Contains(before, "contact") || strings.Contains(before, "send mail to") {
 			i = end - 1
 			continue // the address the recipient was reached through
 		}

@@ -65,7 +65,7 @@ var primaryRules = []rule{
 		"not allowed to relay", "unable to relay", "we do not relay", "no relaying", "relay prohibited",
 		"relaying prohibited", "relaying is prohibited", "relaying mail to", "isn't in my list of allowed rcpthosts",
 		"not in my list of allowed rcpthosts", "relay rejected", "mail relay denied", "is not a gateway",
-		"not configured to relay", "relaying disallowed", "cannot relay", "can't relay", "relaying to", "not authorized to relay",
+		"not configured to relay", "relaying disallowed", "email address is not verified", "cannot relay", "can't relay", "relaying to", "not authorized to relay",
 		"you are not authorized to send mail", "relay access", "relay not authorized",
 	}},
 	{reason: Rejected, codes: []string{"1.7", "1.8"}, phrases: []string{
@@ -74,13 +74,13 @@ var primaryRules = []rule{
 		"sender address is invalid", "invalid sender", "mail from rejected", "badmailfrom",
 		"you don't have permission to post", "you do not have permission to post", "not allowed to post",
 		"sender address does not exist", "sender domain does not exist", "sender is in my badmailfrom",
-		"provide a valid from", "email address is not verified",
+		"provide a valid from", "may not have permission to post", "groups.google.com/support",
 	}},
 	{reason: AuthFailure, codes: []string{"7.20", "7.21", "7.22", "7.23", "7.24", "7.26", "7.29", "7.509"}, phrases: []string{
 		"spf check failed", "spf fail", "spf validation", "spf policy", "spf=fail",
 		"spf verification", "spf)", "(spf", "sender policy framework", "dmarc", "dkim", "domainkeys",
 		"unauthenticated email", "not authenticated", "authentication checks", "does not pass",
-		"is not allowed to send mail from", "fails to pass spf", "does not have authentication information", "is not allowed to send from", "not designated as permitted sender",
+		"is not allowed to send mail from", "bad spf", "fails to pass spf", "does not have authentication information", "is not allowed to send from", "not designated as permitted sender",
 		"not permitted sender", "sender is not authorized", "sender address is not authorized",
 		"authentication failed for domain", "email authentication",
 	}},
@@ -268,9 +268,9 @@ var secondaryRules = []rule{
 	{reason: Suppressed, phrases: []string{
 		"suppression list", "suppressed", "on the suppression",
 	}},
-	{reason: SystemError, codes: []string{"3.5", "3.0", "3.2", "3.3", "4.3", "4.5", "5.0"}, phrases: []string{
+	{reason: SystemError, codes: []string{"3.5", "3.0", "3.2", "3.3", "4.3", "4.5"}, phrases: []string{
 		"system error", "internal error", "server error", "local error", "internal server error",
-		"system failure", "temporary failure", "resources temporarily unavailable", "configuration error",
+		"system failure", "configuration error",
 		"misconfigured", "mail system problem", "system problem", "service unavailable",
 		"system not accepting", "service currently unavailable", "transaction failed",
 		"duplicated message-id", "duplicate message-id", "mail loop",
