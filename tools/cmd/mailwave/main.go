@@ -22,6 +22,8 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		// Each subcommand lives in its own file and adds one line here.
+		"spf":    {"check whether an IP may send for an address (RFC 7208)", runSPF},
+		"doctor": {"audit SPF, DKIM, DMARC, reverse DNS and MX of a sending domain", runDoctor},
 	}
 }
 
