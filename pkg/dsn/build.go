@@ -180,6 +180,9 @@ func classify(r *Record, status, context string) {
 	if code != 0 {
 		r.ReplyCode = strconv.Itoa(code)
 	}
+	if code < 400 {
+		code = 0 // a code quoted in prose is no proof of delivery
+	}
 	v := reason.ClassifyInput(reason.Input{
 		ReplyCode:      code,
 		Status:         status,

@@ -303,7 +303,7 @@ func diagnosticOf(region, addr string) string {
 			region = region[:j]
 		}
 	}
-	return oneLine(region, 1200)
+	return oneLine(region, 4096)
 }
 
 // replyStart finds the first SMTP reply ("550 5.1.1 …", "550-…") in text,

@@ -166,6 +166,15 @@ func decide(text, status string, code int, action, dtype, cmd string) Reason {
 	return Undefined
 }
 
+// definitelyUnknown are statements, not error labels, that the mailbox does
+// not exist: a receiving system writes them only after looking the address
+// up.
+var definitelyUnknown = []string{
+	"this user doesn't have a", "no such user here", "recipient not found by smtp address lookup",
+	"recipientnotfound", "invalid recipient", "address couldn't be found", "no mailbox here by that name",
+	"does not exist here",
+}
+
 // unknownAddress decides what a text that says "no such user" means. Only
 // an X.1.1 status or a refusal of RCPT TO proves the mailbox is absent
 // (UserUnknown). Said of MAIL FROM, it is the sender that is unknown
@@ -179,6 +188,8 @@ func unknownAddress(text, status string, code int, cmd string) Reason {
 		return UserUnknown
 	case cmd == "MAIL":
 		return Rejected
+	case matchAny(text, definitelyUnknown):
+		return UserUnknown
 	case cmd == "DATA":
 		return Filtered
 	case code != 0 || (status != "" && status[2:] != "0.0"):
@@ -445,8 +456,11 @@ func FindReplyCode(text string) int {
 		if !isDigit(text[i+1]) || !isDigit(text[i+2]) {
 			continue
 		}
-		if i+3 < len(text) && text[i+3] != ' ' && text[i+3] != '-' && text[i+3] != '\t' {
+		if i+3 < len(text) && strings.IndexByte(" -\t:,", text[i+3]) < 0 {
 			continue
+		}
+		if i > 0 && text[i-1] == ':' && i+3 < len(text) && text[i+3] == ':' {
+			continue // a group of an IPv6 address
 		}
 		n, _ := strconv.Atoi(text[i : i+3])
 		if n%100 < 60 { // 2yz..5yz with y in 0-5 per RFC 5321 §4.2.1
