@@ -96,7 +96,18 @@ func parseTags(s string) (map[string]string, error) {
 	return tags, nil
 }
 
-// publishedKey parses the public key of a key record.
+// ParseKeyRecord parses a DKIM key record (RFC 6376 §3.6.1) and returns its
+// public key: *rsa.PublicKey or ed25519.PublicKey. It returns an error
+// wrapping ErrKey for a record that receivers cannot use.
+func ParseKeyRecord(record string) (crypto.PublicKey, error) {
+	pub, _, err := publishedKey(record)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKey, err)
+	}
+	return pub, nil
+}
+
+// publishedKey parses the public key of a key record and returns its tags.
 func publishedKey(record string) (crypto.PublicKey, map[string]string, error) {
 	tags, err := parseTags(record)
 	if err != nil {
