@@ -22,8 +22,9 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		// Each subcommand lives in its own file and adds one line here.
-		"spf":    {"check whether an IP may send for an address (RFC 7208)", runSPF},
-		"doctor": {"audit SPF, DKIM, DMARC, reverse DNS and MX of a sending domain", runDoctor},
+		"spf":      {"check whether an IP may send for an address (RFC 7208)", runSPF},
+		"doctor":   {"audit SPF, DKIM, DMARC, reverse DNS and MX of a sending domain", runDoctor},
+		"classify": {"say what bounce, complaint and reply messages are and why delivery failed", runClassify},
 	}
 }
 
