@@ -247,8 +247,7 @@ type rule struct {
 	// order).
 	phrases []string
 	// codes are enhanced status codes without the class digit ("1.1"
-	// matches 4.1.1 and 5.1.1); a trailing "." makes a prefix ("7.5" is
-	// exact, "7.6." matches 7.6xx codes).
+	// matches 4.1.1 and 5.1.1).
 	codes []string
 }
 
@@ -270,7 +269,7 @@ func (r *rule) codeMatch(status string) bool {
 	}
 	tail := status[2:]
 	for _, c := range r.codes {
-		if c == tail || (strings.HasSuffix(c, ".") && strings.HasPrefix(tail, c) && len(tail) > len(c)) {
+		if c == tail {
 			return true
 		}
 	}

@@ -1,5 +1,7 @@
 package reason
 
+import "strconv"
+
 // The rule tables. They are read top to bottom and the first match wins, so
 // a rule sits above the rules whose phrases are more general than its own.
 // Phrases are lower case, white space is collapsed to one space, and "*"
@@ -79,7 +81,7 @@ var primaryRules = []rule{
 	{reason: AuthFailure, codes: []string{"7.20", "7.21", "7.22", "7.23", "7.24", "7.26", "7.29", "7.509"}, phrases: []string{
 		"spf check failed", "spf fail", "spf validation", "spf policy", "spf=fail",
 		"spf verification", "spf)", "(spf", "sender policy framework", "dmarc", "dkim", "domainkeys",
-		"unauthenticated email", "not authenticated", "authentication checks", "does not pass",
+		"unauthenticated email", "this mail is unauthenticated", "not authenticated", "authentication checks", "does not pass",
 		"is not allowed to send mail from", "bad spf", "fails to pass spf", "does not have authentication information", "is not allowed to send from", "not designated as permitted sender",
 		"not permitted sender", "sender is not authorized", "sender address is not authorized",
 		"authentication failed for domain", "email authentication",
@@ -166,6 +168,12 @@ var primaryRules = []rule{
 	{reason: VirusDetected, phrases: []string{
 		"virus", "malware", "infected", "malicious content", "contains a worm", "trojan",
 	}},
+	{reason: Speeding, codes: codeRange(7, 500, 599), phrases: []string{
+		"rate limit", "ratelimit", "rate-limit", "too many messages", "too many mails", "too many emails",
+		"sending rate", "at a rate that prevents", "messages per", "mails per", "exceeded the rate",
+		"sending too fast", "slow down", "rate of incoming", "unusual rate", "temporarily rate limited",
+		"throttl", "unexpected volume", "too many recipients",
+	}},
 	{reason: TooManyConn, phrases: []string{
 		"too many connections", "too many concurrent", "connection limit", "too many smtp sessions",
 		"too many open connections", "too many simultaneous", "max connections", "maximum connections",
@@ -190,12 +198,6 @@ var primaryRules = []rule{
 		"rejected due to spam", "due to spam", "spam classification", "detected spam", "spam mail",
 		"our system has detected that this message is", "scanned and rejected",
 	}},
-	{reason: Speeding, phrases: []string{
-		"rate limit", "ratelimit", "rate-limit", "too many messages", "too many mails", "too many emails",
-		"sending rate", "at a rate that prevents", "messages per", "mails per", "exceeded the rate",
-		"sending too fast", "slow down", "rate of incoming", "unusual rate", "temporarily rate limited",
-		"throttl", "unexpected volume", "too many recipients", "frequency",
-	}},
 }
 
 // secondaryRules are only trusted in words, because their reasons share
@@ -209,7 +211,7 @@ var secondaryRules = []rule{
 		"by our policy", "acceptable use policy", "denied by policy", "content presents a potential security issue",
 		"policy",
 	}},
-	{reason: Blocked, codes: []string{"7.606", "7.607", "7.608", "7.609", "7.610", "7.611", "7.612", "7.613", "7.614", "7.615", "7.616", "7.617", "7.618", "7.619", "7.620", "7.621", "7.622", "7.623", "7.624", "7.625", "7.626", "7.627", "7.628", "7.629", "7.630", "7.631", "7.632", "7.633", "7.634", "7.635", "7.636", "7.637", "7.638", "7.639", "7.640", "7.641", "7.642", "7.643", "7.644", "7.645", "7.646", "7.647", "7.648", "7.649"}, phrases: []string{
+	{reason: Blocked, codes: codeRange(7, 606, 649), phrases: []string{
 		"blacklist", "black list", "blocklist", "block list", "blocked using", "listed in", "listed at",
 		"listed on", "spamhaus", "spamcop", "sorbs", "barracudacentral", "dnsbl", "rbl", "banned",
 		"client host rejected", "client host blocked", "your ip", "your host", "your server",
@@ -299,4 +301,15 @@ var gaveUpPhrases = []string{
 	"could not be delivered within", "did not accept our requests to connect", "no successful delivery",
 	"maximum delivery time", "delivery expired", "message timed out", "queue lifetime",
 	"have been failing for a long time", "not delivered within", "was not delivered within",
+}
+
+// codeRange lists the status codes "subject.lo" to "subject.hi" (without
+// their class digit), for the ranges mailbox providers document, such as
+// Microsoft's X.7.606–X.7.649 for banned sending IPs.
+func codeRange(subject, lo, hi int) []string {
+	out := make([]string, 0, hi-lo+1)
+	for d := lo; d <= hi; d++ {
+		out = append(out, strconv.Itoa(subject)+"."+strconv.Itoa(d))
+	}
+	return out
 }
