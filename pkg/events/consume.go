@@ -45,6 +45,8 @@ type Msg[T proto.Message] struct {
 	Header  nats.Header
 	// Delivered counts deliveries of this message, 1 the first time.
 	Delivered uint64
+	// Sequence is the message's sequence in its stream.
+	Sequence uint64
 	raw       jetstream.Msg
 }
 
@@ -146,9 +148,9 @@ func (c *Consumer[T]) Run(ctx context.Context) error {
 
 func (c *Consumer[T]) process(ctx context.Context, log *slog.Logger, raw jetstream.Msg) {
 	meta, _ := raw.Metadata()
-	delivered := uint64(1)
+	delivered, seq := uint64(1), uint64(0)
 	if meta != nil {
-		delivered = meta.NumDelivered
+		delivered, seq = meta.NumDelivered, meta.Sequence.Stream
 	}
 	payload := c.New()
 	if err := proto.Unmarshal(raw.Data(), payload); err != nil {
@@ -162,7 +164,7 @@ func (c *Consumer[T]) process(ctx context.Context, log *slog.Logger, raw jetstre
 	if id := raw.Headers().Get(mailwavev1.HeaderTrace); id != "" {
 		ctx = WithTrace(ctx, id)
 	}
-	m := &Msg[T]{Payload: payload, Subject: raw.Subject(), Header: raw.Headers(), Delivered: delivered, raw: raw}
+	m := &Msg[T]{Payload: payload, Subject: raw.Subject(), Header: raw.Headers(), Delivered: delivered, Sequence: seq, raw: raw}
 	err := c.Handle(ctx, m)
 	var retry *RetryError
 	switch {

@@ -160,6 +160,8 @@ func (t Topology) Buckets() []jetstream.KeyValueConfig {
 			History: 1, Storage: storage, Replicas: r},
 		{Bucket: mailwavev1.BucketPolicy, Description: "pause and throttle state every sender watches",
 			History: 10, Storage: storage, Replicas: r},
+		{Bucket: mailwavev1.BucketMessages, Description: "what the platform remembers of every planned message",
+			History: 1, TTL: mailwavev1.MessagesTTL, Storage: storage, Replicas: r},
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mailwave/mailwave/pkg/client"
 	"github.com/mailwave/mailwave/pkg/ispsim"
@@ -168,6 +169,23 @@ func TestSendEndToEnd(t *testing.T) {
 	}
 	if len(entry.Rcpts) != 1 || entry.Rcpts[0] != rcpt {
 		t.Errorf("envelope to %v", entry.Rcpts)
+	}
+	// The planner remembered the message for later bounces and complaints.
+	kv, err := e.js.KeyValue(ctx, mailwavev1.BucketMessages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kve, err := kv.Get(ctx, ev.GetMessageId())
+	if err != nil {
+		t.Fatalf("message record: %v", err)
+	}
+	var rec mailwavev1.MessageRecord
+	if err := proto.Unmarshal(kve.Value(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.GetTenant() != "acme" || rec.GetRecipient() != rcpt || rec.GetSourceIp() != "127.0.0.3" ||
+		rec.GetReturnPath() != entry.MailFrom || rec.GetSendSequence() != r1.Sequence || rec.GetHeaderMessageId() != "e2e-1@mailwave.test" {
+		t.Errorf("message record %v", &rec)
 	}
 	signer, err := verp.NewSigner([]byte(e.st.VERPKey))
 	if err != nil {

@@ -330,6 +330,213 @@ func (x *Routing) GetRelayRoute() string {
 	return ""
 }
 
+// MessageRecord is what the platform remembers of every planned message,
+// in the messages KV bucket under its message_id, so that a bounce or
+// complaint that arrives days later (carrying only the VERP token or our
+// Message-ID) can be tied to its tenant, brand, campaign, source IP and
+// provider, and so that a message can be planned again (a DSN reporting a
+// temporary failure after acceptance) from its send request.
+type MessageRecord struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	MessageId         string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	RequestId         string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Tenant            string                 `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Brand             string                 `protobuf:"bytes,4,opt,name=brand,proto3" json:"brand,omitempty"`
+	MailStream        string                 `protobuf:"bytes,5,opt,name=mail_stream,json=mailStream,proto3" json:"mail_stream,omitempty"`
+	CommunicationType string                 `protobuf:"bytes,6,opt,name=communication_type,json=communicationType,proto3" json:"communication_type,omitempty"`
+	CampaignId        string                 `protobuf:"bytes,7,opt,name=campaign_id,json=campaignId,proto3" json:"campaign_id,omitempty"`
+	Recipient         string                 `protobuf:"bytes,8,opt,name=recipient,proto3" json:"recipient,omitempty"`
+	ExternalId        string                 `protobuf:"bytes,9,opt,name=external_id,json=externalId,proto3" json:"external_id,omitempty"`
+	Pool              string                 `protobuf:"bytes,10,opt,name=pool,proto3" json:"pool,omitempty"`
+	SourceIp          string                 `protobuf:"bytes,11,opt,name=source_ip,json=sourceIp,proto3" json:"source_ip,omitempty"`
+	SendingDomain     string                 `protobuf:"bytes,12,opt,name=sending_domain,json=sendingDomain,proto3" json:"sending_domain,omitempty"`
+	// The destination site or provider key the planner routed to.
+	Site       string `protobuf:"bytes,13,opt,name=site,proto3" json:"site,omitempty"`
+	ReturnPath string `protobuf:"bytes,14,opt,name=return_path,json=returnPath,proto3" json:"return_path,omitempty"`
+	// The Message-ID header, without angle brackets.
+	HeaderMessageId string                 `protobuf:"bytes,15,opt,name=header_message_id,json=headerMessageId,proto3" json:"header_message_id,omitempty"`
+	CreatedAt       *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt       *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The sequence of the send request in the SEND stream, to plan the
+	// message again without storing its content twice.
+	SendSequence uint64 `protobuf:"varint,18,opt,name=send_sequence,json=sendSequence,proto3" json:"send_sequence,omitempty"`
+	// The recipient's template variables.
+	Vars          map[string]string `protobuf:"bytes,19,rep,name=vars,proto3" json:"vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Priority      Priority          `protobuf:"varint,20,opt,name=priority,proto3,enum=mailwave.v1.Priority" json:"priority,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageRecord) Reset() {
+	*x = MessageRecord{}
+	mi := &file_mailwave_v1_dispatch_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageRecord) ProtoMessage() {}
+
+func (x *MessageRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_mailwave_v1_dispatch_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageRecord.ProtoReflect.Descriptor instead.
+func (*MessageRecord) Descriptor() ([]byte, []int) {
+	return file_mailwave_v1_dispatch_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MessageRecord) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetBrand() string {
+	if x != nil {
+		return x.Brand
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetMailStream() string {
+	if x != nil {
+		return x.MailStream
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetCommunicationType() string {
+	if x != nil {
+		return x.CommunicationType
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetCampaignId() string {
+	if x != nil {
+		return x.CampaignId
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetRecipient() string {
+	if x != nil {
+		return x.Recipient
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetExternalId() string {
+	if x != nil {
+		return x.ExternalId
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetSourceIp() string {
+	if x != nil {
+		return x.SourceIp
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetSendingDomain() string {
+	if x != nil {
+		return x.SendingDomain
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetReturnPath() string {
+	if x != nil {
+		return x.ReturnPath
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetHeaderMessageId() string {
+	if x != nil {
+		return x.HeaderMessageId
+	}
+	return ""
+}
+
+func (x *MessageRecord) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *MessageRecord) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *MessageRecord) GetSendSequence() uint64 {
+	if x != nil {
+		return x.SendSequence
+	}
+	return 0
+}
+
+func (x *MessageRecord) GetVars() map[string]string {
+	if x != nil {
+		return x.Vars
+	}
+	return nil
+}
+
+func (x *MessageRecord) GetPriority() Priority {
+	if x != nil {
+		return x.Priority
+	}
+	return Priority_PRIORITY_UNSPECIFIED
+}
+
 var File_mailwave_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_mailwave_v1_dispatch_proto_rawDesc = "" +
@@ -375,7 +582,40 @@ const file_mailwave_v1_dispatch_proto_rawDesc = "" +
 	"\x04site\x18\x06 \x01(\tR\x04site\x12)\n" +
 	"\x10recipient_domain\x18\a \x01(\tR\x0frecipientDomain\x12\x1f\n" +
 	"\vrelay_route\x18\b \x01(\tR\n" +
-	"relayRouteB;Z9github.com/mailwave/mailwave/proto/mailwave/v1;mailwavev1b\x06proto3"
+	"relayRoute\"\xa5\x06\n" +
+	"\rMessageRecord\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05brand\x18\x04 \x01(\tR\x05brand\x12\x1f\n" +
+	"\vmail_stream\x18\x05 \x01(\tR\n" +
+	"mailStream\x12-\n" +
+	"\x12communication_type\x18\x06 \x01(\tR\x11communicationType\x12\x1f\n" +
+	"\vcampaign_id\x18\a \x01(\tR\n" +
+	"campaignId\x12\x1c\n" +
+	"\trecipient\x18\b \x01(\tR\trecipient\x12\x1f\n" +
+	"\vexternal_id\x18\t \x01(\tR\n" +
+	"externalId\x12\x12\n" +
+	"\x04pool\x18\n" +
+	" \x01(\tR\x04pool\x12\x1b\n" +
+	"\tsource_ip\x18\v \x01(\tR\bsourceIp\x12%\n" +
+	"\x0esending_domain\x18\f \x01(\tR\rsendingDomain\x12\x12\n" +
+	"\x04site\x18\r \x01(\tR\x04site\x12\x1f\n" +
+	"\vreturn_path\x18\x0e \x01(\tR\n" +
+	"returnPath\x12*\n" +
+	"\x11header_message_id\x18\x0f \x01(\tR\x0fheaderMessageId\x129\n" +
+	"\n" +
+	"created_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12#\n" +
+	"\rsend_sequence\x18\x12 \x01(\x04R\fsendSequence\x128\n" +
+	"\x04vars\x18\x13 \x03(\v2$.mailwave.v1.MessageRecord.VarsEntryR\x04vars\x121\n" +
+	"\bpriority\x18\x14 \x01(\x0e2\x15.mailwave.v1.PriorityR\bpriority\x1a7\n" +
+	"\tVarsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B;Z9github.com/mailwave/mailwave/proto/mailwave/v1;mailwavev1b\x06proto3"
 
 var (
 	file_mailwave_v1_dispatch_proto_rawDescOnce sync.Once
@@ -389,26 +629,32 @@ func file_mailwave_v1_dispatch_proto_rawDescGZIP() []byte {
 	return file_mailwave_v1_dispatch_proto_rawDescData
 }
 
-var file_mailwave_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_mailwave_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_mailwave_v1_dispatch_proto_goTypes = []any{
 	(*DispatchMessage)(nil),       // 0: mailwave.v1.DispatchMessage
 	(*Routing)(nil),               // 1: mailwave.v1.Routing
-	nil,                           // 2: mailwave.v1.DispatchMessage.MetadataEntry
-	(Priority)(0),                 // 3: mailwave.v1.Priority
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*MessageRecord)(nil),         // 2: mailwave.v1.MessageRecord
+	nil,                           // 3: mailwave.v1.DispatchMessage.MetadataEntry
+	nil,                           // 4: mailwave.v1.MessageRecord.VarsEntry
+	(Priority)(0),                 // 5: mailwave.v1.Priority
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
 }
 var file_mailwave_v1_dispatch_proto_depIdxs = []int32{
-	3, // 0: mailwave.v1.DispatchMessage.priority:type_name -> mailwave.v1.Priority
-	1, // 1: mailwave.v1.DispatchMessage.routing:type_name -> mailwave.v1.Routing
-	4, // 2: mailwave.v1.DispatchMessage.created_at:type_name -> google.protobuf.Timestamp
-	4, // 3: mailwave.v1.DispatchMessage.expires_at:type_name -> google.protobuf.Timestamp
-	4, // 4: mailwave.v1.DispatchMessage.not_before:type_name -> google.protobuf.Timestamp
-	2, // 5: mailwave.v1.DispatchMessage.metadata:type_name -> mailwave.v1.DispatchMessage.MetadataEntry
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	5,  // 0: mailwave.v1.DispatchMessage.priority:type_name -> mailwave.v1.Priority
+	1,  // 1: mailwave.v1.DispatchMessage.routing:type_name -> mailwave.v1.Routing
+	6,  // 2: mailwave.v1.DispatchMessage.created_at:type_name -> google.protobuf.Timestamp
+	6,  // 3: mailwave.v1.DispatchMessage.expires_at:type_name -> google.protobuf.Timestamp
+	6,  // 4: mailwave.v1.DispatchMessage.not_before:type_name -> google.protobuf.Timestamp
+	3,  // 5: mailwave.v1.DispatchMessage.metadata:type_name -> mailwave.v1.DispatchMessage.MetadataEntry
+	6,  // 6: mailwave.v1.MessageRecord.created_at:type_name -> google.protobuf.Timestamp
+	6,  // 7: mailwave.v1.MessageRecord.expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 8: mailwave.v1.MessageRecord.vars:type_name -> mailwave.v1.MessageRecord.VarsEntry
+	5,  // 9: mailwave.v1.MessageRecord.priority:type_name -> mailwave.v1.Priority
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_mailwave_v1_dispatch_proto_init() }
@@ -423,7 +669,7 @@ func file_mailwave_v1_dispatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mailwave_v1_dispatch_proto_rawDesc), len(file_mailwave_v1_dispatch_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -61,6 +61,9 @@ const (
 	// BucketPolicy maps a policy scope key to the current PolicyChange;
 	// every sender watches it.
 	BucketPolicy = "policy"
+	// BucketMessages maps a dispatch message id to its MessageRecord, for
+	// correlating bounces and complaints and for planning a message again.
+	BucketMessages = "messages"
 	// ObjectStoreAudiences holds campaign audiences (NDJSON or CSV).
 	ObjectStoreAudiences = "audiences"
 )
@@ -82,6 +85,14 @@ const (
 	// HeaderDeadConsumer names the consumer that gave up on it.
 	HeaderDeadConsumer = "Mailwave-Dead-Consumer"
 )
+
+// MessagesTTL is how long a MessageRecord is kept: late DSNs and
+// complaints arrive days, sometimes weeks, after delivery.
+const MessagesTTL = 45 * 24 * time.Hour
+
+// SubjectMessageRecord is the KV subject of a message record, for
+// publishing it asynchronously with the dispatch.
+func SubjectMessageRecord(messageID string) string { return "$KV." + BucketMessages + "." + messageID }
 
 // DuplicateWindow is how long JetStream remembers an idempotency key of
 // the SEND stream.

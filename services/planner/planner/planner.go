@@ -93,7 +93,7 @@ func (p *planner) handle(ctx context.Context, m *events.Msg[*mailwavev1.SendRequ
 		})
 	}
 	return p.forEachRecipient(ctx, m, func(r *mailwavev1.Recipient, pend *pending) error {
-		return p.plan(ctx, req, cont, r, now, pend)
+		return p.plan(ctx, req, m.Sequence, cont, r, now, pend)
 	})
 }
 
@@ -148,7 +148,7 @@ func (p *planner) forEachRecipient(ctx context.Context, m *events.Msg[*mailwavev
 	return pend.wait(ctx)
 }
 
-func (p *planner) plan(ctx context.Context, req *mailwavev1.SendRequest, cont *content, r *mailwavev1.Recipient, now time.Time, pend *pending) error {
+func (p *planner) plan(ctx context.Context, req *mailwavev1.SendRequest, seq uint64, cont *content, r *mailwavev1.Recipient, now time.Time, pend *pending) error {
 	addr, err := mail.ParseAddress(r.GetAddress())
 	if err != nil || domainOf(addr.Address) == "" {
 		return p.drop(ctx, req, r, fmt.Sprintf("invalid recipient address %q", r.GetAddress()), now, pend)
@@ -207,11 +207,24 @@ func (p *planner) plan(ctx context.Context, req *mailwavev1.SendRequest, cont *c
 		HeaderMessageId:   headerID,
 		Metadata:          mergeMeta(req.GetMetadata(), r),
 	}
+	// The record goes first: once the dispatch is stored, a bounce for
+	// it can arrive, and must find the record.
+	rec := &mailwavev1.MessageRecord{
+		MessageId: id, RequestId: d.RequestId, Tenant: d.Tenant, Brand: d.Brand, MailStream: d.MailStream,
+		CommunicationType: d.CommunicationType, CampaignId: d.CampaignId, Recipient: rcpt,
+		ExternalId: r.GetExternalId(), Pool: routing.Pool, SourceIp: routing.SourceIp,
+		SendingDomain: routing.SendingDomain, Site: site, ReturnPath: returnPath, HeaderMessageId: headerID,
+		CreatedAt: d.CreatedAt, ExpiresAt: d.ExpiresAt, SendSequence: seq, Vars: r.GetVars(), Priority: d.Priority,
+	}
+	rf, err := p.rt.Pub.PublishAsync(ctx, mailwavev1.SubjectMessageRecord(id), rec)
+	if err != nil {
+		return err
+	}
 	f, err := p.rt.Pub.PublishAsync(ctx, mailwavev1.SubjectDispatch(routing.Pool, site), d, events.WithMsgID(id))
 	if err != nil {
 		return err
 	}
-	pend.futures = append(pend.futures, f)
+	pend.futures = append(pend.futures, rf, f)
 	ev := p.event(req, r, mailwavev1.EventKind_EVENT_KIND_ACCEPTED, now)
 	ev.MessageId = id
 	ev.Recipient = rcpt
