@@ -47,7 +47,7 @@ type Msg[T proto.Message] struct {
 	Delivered uint64
 	// Sequence is the message's sequence in its stream.
 	Sequence uint64
-	raw       jetstream.Msg
+	raw      jetstream.Msg
 }
 
 // InProgress resets the redelivery timer, for handlers that take long.
