@@ -1,0 +1,73 @@
+// Package ratelimit keeps the sender's limits in Redis, so that they hold
+// across every sender replica together: message and connection rates by
+// GCRA (the generic cell rate algorithm of ITU-T I.371, a token bucket kept
+// as one timestamp per window) and concurrent connections by leases that
+// expire.
+//
+// # Never blocking
+//
+// Nothing here waits. Allow and Acquire answer at once with "yes" or "not
+// now, retry in D", so a caller can set a deferred message aside (for
+// example by a delayed redelivery of the queue message) instead of holding
+// a worker, a connection or a consumer slot while one destination is slow.
+//
+// # Time
+//
+// Both scripts read the clock of the Redis server (TIME) by default, so the
+// clocks of the sender replicas do not matter: every replica sees the same
+// "now". Options.Now replaces it with a clock of the caller's, which tests
+// use to move time without waiting. A key must be used with one kind of
+// clock only, and keys written on an injected clock get no expiry (Redis
+// would expire them by its own clock, which the injected one does not
+// follow). Reading TIME inside a script that writes needs script effects
+// replication, the default since Redis 5.
+//
+// # GCRA
+//
+// A Window allows on average Limit requests per Per, with up to Burst at
+// once. Its state is the theoretical arrival time (TAT) of the next request:
+// a request of cost n is allowed at time now when
+//
+//	max(TAT, now) + n·T − Burst·T ≤ now,   T = Per/Limit (the emission interval)
+//
+// and then TAT becomes max(TAT, now) + n·T. So in any interval of length D
+// at most Burst + ⌊D/T⌋ requests pass, and a refused request is told
+// exactly when it would pass. T is rounded up to the microsecond, so
+// rounding never lets a request through early. A rate given per call applies
+// at once: a new rate reinterprets the stored TAT, which is a time, not a
+// count.
+//
+// Several windows (per second and per hour, say) of one key are checked in
+// one script call, all or nothing: no window is charged unless every window allows,
+// and the answer's RetryAfter is the longest wait among the windows that
+// refused.
+//
+// # Leases
+//
+// A lease is one of at most Max concurrent holders of a key (a source IP
+// and a provider: one SMTP connection). Leases expire after their TTL unless
+// renewed, so the leases of a crashed replica free themselves. Acquire drops
+// expired leases before it counts.
+//
+// # Redis keys
+//
+// With the default prefix "mw:" (Options.Prefix), and KEY the caller's key
+// (for example "src:127.0.0.2|prov:google"):
+//
+//	mw:rl:KEY      hash: field a window's period in Go syntax ("1s",
+//	               "1h0m0s"), value its TAT in microseconds since the Unix
+//	               epoch. The hash expires (PEXPIRE) when its latest TAT has
+//	               passed, so an idle key takes no memory.
+//	mw:lease:KEY   sorted set: member a lease id (32 hex digits), score its
+//	               expiry in microseconds since the Unix epoch. It expires
+//	               with its last lease.
+//
+// Each call touches one key, so the layout works unchanged on Redis
+// Cluster.
+//
+// # Throughput
+//
+// The hot path is one EVALSHA per message (Allow), or one round trip for a
+// batch (AllowBatch pipelines the calls). BenchmarkAllow and
+// BenchmarkAllowBatch measure both against a real redis-server.
+package ratelimit
