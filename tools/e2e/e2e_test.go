@@ -234,3 +234,47 @@ func TestMalformedPayloadIsDeadLettered(t *testing.T) {
 		t.Fatalf("after the bad payload: %v %s", k, evs["bo@yahoo.com"].GetResponse())
 	}
 }
+
+func TestSuppressedRecipientIsNeverSent(t *testing.T) {
+	e := start(t)
+	ctx := testenv.Context(t)
+	kv, err := e.js.KeyValue(ctx, mailwavev1.BucketSuppressions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(scope mailwavev1.SuppressionScope, ct, addr, reason string) {
+		b, err := proto.Marshal(&mailwavev1.Suppression{Address: addr, Tenant: "acme", Brand: "shop", Scope: scope,
+			CommunicationType: ct, Reason: reason, Origin: mailwavev1.Origin_ORIGIN_USER})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(ctx, mailwavev1.SuppressionKey(scope, "acme", "shop", ct, addr), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(mailwavev1.SuppressionScope_SUPPRESSION_SCOPE_BRAND, "", "gone@gmail.com", "complaint")
+	put(mailwavev1.SuppressionScope_SUPPRESSION_SCOPE_COMMUNICATION_TYPE, "digest", "bored@yahoo.com", "unsubscribe")
+	req := &mailwavev1.SendRequest{
+		IdempotencyKey: "supp-1", Tenant: "acme", Brand: "shop", CommunicationType: "digest",
+		Recipients: []*mailwavev1.Recipient{{Address: "Gone@gmail.com"}, {Address: "bored@yahoo.com"}, {Address: "keen@gmail.com"}},
+		Content: &mailwavev1.SendRequest_Template{Template: &mailwavev1.Template{
+			From: "Shop <news@mailwave.test>", Subject: "Digest", Text: "news"}},
+	}
+	if _, err := e.cl.Send(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	evs := e.terminal(t, "acme", "supp-1", 3)
+	for rcpt, want := range map[string]string{"Gone@gmail.com": "complaint", "bored@yahoo.com": "unsubscribe"} {
+		ev := evs[rcpt]
+		if ev.GetKind() != mailwavev1.EventKind_EVENT_KIND_SUPPRESSED || ev.GetReason() != want {
+			t.Errorf("%s: %v %q, want suppressed %q", rcpt, ev.GetKind(), ev.GetReason(), want)
+		}
+	}
+	if k := evs["keen@gmail.com"].GetKind(); k != mailwavev1.EventKind_EVENT_KIND_DELIVERED {
+		t.Errorf("keen@gmail.com: %v", k)
+	}
+	snap := e.sim.Ledger().Snapshot()
+	if n := len(snap.To("gone@gmail.com")) + len(snap.To("Gone@gmail.com")) + len(snap.To("bored@yahoo.com")); n != 0 {
+		t.Errorf("suppressed recipients reached the simulator %d times", n)
+	}
+}

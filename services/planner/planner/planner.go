@@ -35,7 +35,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 		return err
 	}
 	return service.Run(ctx, "planner", cfg.Common, opts, log, func(ctx context.Context, rt *service.Runtime) (map[string]http.Handler, func(context.Context) error, error) {
-		p := newPlanner(cfg, rt, signer)
+		p, err := newPlanner(ctx, cfg, rt, signer)
+		if err != nil {
+			return nil, nil, err
+		}
 		c := &events.Consumer[*mailwavev1.SendRequest]{
 			JS: rt.JS, Stream: mailwavev1.StreamSend, Name: mailwavev1.ConsumerPlanner,
 			New:     func() *mailwavev1.SendRequest { return &mailwavev1.SendRequest{} },
@@ -49,20 +52,25 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 }
 
 type planner struct {
-	cfg     Config
-	rt      *service.Runtime
-	signer  *verp.Signer
-	now     func() time.Time
-	planned *prometheus.CounterVec
+	cfg      Config
+	suppress *suppressions
+	rt       *service.Runtime
+	signer   *verp.Signer
+	now      func() time.Time
+	planned  *prometheus.CounterVec
 }
 
-func newPlanner(cfg Config, rt *service.Runtime, signer *verp.Signer) *planner {
+func newPlanner(ctx context.Context, cfg Config, rt *service.Runtime, signer *verp.Signer) (*planner, error) {
+	kv, err := rt.JS.KeyValue(ctx, mailwavev1.BucketSuppressions)
+	if err != nil {
+		return nil, fmt.Errorf("planner: suppressions bucket: %w", err)
+	}
 	planned := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailwave_planner_recipients_total",
-		Help: "Recipients planned, by outcome (accepted, dropped).",
+		Help: "Recipients planned, by outcome (accepted, suppressed, dropped).",
 	}, []string{"tenant", "outcome"})
 	rt.Metrics.MustRegister(planned)
-	return &planner{cfg: cfg, rt: rt, signer: signer, now: time.Now, planned: planned}
+	return &planner{cfg: cfg, suppress: &suppressions{kv: kv}, rt: rt, signer: signer, now: time.Now, planned: planned}, nil
 }
 
 // MessageID is the dispatch id of the message for recipient in the request
@@ -155,6 +163,22 @@ func (p *planner) plan(ctx context.Context, req *mailwavev1.SendRequest, seq uin
 	}
 	rcpt := addr.Address
 	id := MessageID(req.GetIdempotencyKey(), rcpt)
+	sup, err := p.suppress.check(ctx, req, rcpt)
+	if err != nil {
+		return err
+	}
+	if sup != nil {
+		ev := p.event(req, r, mailwavev1.EventKind_EVENT_KIND_SUPPRESSED, now)
+		ev.MessageId = id
+		ev.Recipient = rcpt
+		ev.Reason = sup.GetReason()
+		ev.Detail = "suppressed for " + scopeWord(sup.GetScope())
+		if err := p.publishEvent(ctx, ev, id+":suppressed", pend); err != nil {
+			return err
+		}
+		p.planned.WithLabelValues(req.GetTenant(), "suppressed").Inc()
+		return nil
+	}
 	data, headerID, err := cont.render(r, id, now)
 	if err != nil {
 		return p.drop(ctx, req, r, err.Error(), now, pend)
@@ -276,6 +300,17 @@ func (p *planner) publishEvent(ctx context.Context, ev *mailwavev1.DeliveryEvent
 	}
 	pend.futures = append(pend.futures, f)
 	return nil
+}
+
+func scopeWord(s mailwavev1.SuppressionScope) string {
+	switch s {
+	case mailwavev1.SuppressionScope_SUPPRESSION_SCOPE_GLOBAL:
+		return "every tenant"
+	case mailwavev1.SuppressionScope_SUPPRESSION_SCOPE_COMMUNICATION_TYPE:
+		return "this communication type"
+	default:
+		return "the brand"
+	}
 }
 
 func mergeMeta(meta map[string]string, r *mailwavev1.Recipient) map[string]string {

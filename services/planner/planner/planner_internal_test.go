@@ -20,7 +20,7 @@ import (
 // what the end-to-end tests check byte for byte on the wire.
 
 func TestRenderTemplateMultipart(t *testing.T) {
-	req := &mailwavev1.SendRequest{Content: &mailwavev1.SendRequest_Template{Template: &mailwavev1.Template{
+	req := &mailwavev1.SendRequest{Tenant: "acme", Brand: "shop", MailStream: "newsletter", CampaignId: "nov:26", Content: &mailwavev1.SendRequest_Template{Template: &mailwavev1.Template{
 		From: "Shop <news@shop.example>", Subject: "Hi {{.name}} – ünïcode", Text: "Hello {{.name}}\n.dot line",
 		Html: "<p>Hello {{.name}}</p>", Headers: map[string]string{"Reply-To": "help@shop.example"},
 	}}}
@@ -43,7 +43,7 @@ func TestRenderTemplateMultipart(t *testing.T) {
 	dec := new(mime.WordDecoder)
 	subj, _ := dec.DecodeHeader(msg.Header.Get("Subject"))
 	if subj != "Hi <Ana> – ünïcode" || msg.Header.Get("Reply-To") != "help@shop.example" ||
-		msg.Header.Get("Message-Id") != "<0123abcd@shop.example>" || msg.Header.Get("To") != "<ana@example.com>" {
+		msg.Header.Get("Message-Id") != "<0123abcd@shop.example>" || msg.Header.Get("Feedback-Id") != "nov-26:newsletter:shop:acme" || msg.Header.Get("To") != "<ana@example.com>" {
 		t.Errorf("headers %v subject %q", msg.Header, subj)
 	}
 	_, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))

@@ -30,8 +30,9 @@ type content struct {
 	rawMessageID  string
 	sendingDomain string
 
-	from    string
-	subject *texttemplate.Template
+	from       string
+	feedbackID string
+	subject    *texttemplate.Template
 	text    *texttemplate.Template
 	html    *htmltemplate.Template
 	headers map[string]string
@@ -63,7 +64,7 @@ func prepare(req *mailwavev1.SendRequest) (*content, error) {
 	if t.GetText() == "" && t.GetHtml() == "" {
 		return nil, fmt.Errorf("%w: template has neither text nor html", errContent)
 	}
-	c := &content{from: from.String(), sendingDomain: domainOf(from.Address), headers: t.GetHeaders()}
+	c := &content{from: from.String(), sendingDomain: domainOf(from.Address), headers: t.GetHeaders(), feedbackID: feedbackID(req)}
 	if c.subject, err = texttemplate.New("subject").Option("missingkey=error").Parse(t.GetSubject()); err != nil {
 		return nil, fmt.Errorf("%w: subject: %w", errContent, err)
 	}
@@ -108,6 +109,7 @@ func (c *content) render(rcpt *mailwavev1.Recipient, messageID string, now time.
 	hdr("Date", now.UTC().Format(time.RFC1123Z))
 	hdr("Message-ID", "<"+headerID+">")
 	hdr("MIME-Version", "1.0")
+	hdr("Feedback-ID", c.feedbackID)
 	keys := make([]string, 0, len(c.headers))
 	for k := range c.headers {
 		keys = append(keys, k)
@@ -171,6 +173,26 @@ func newBoundary() string {
 	return "mw-" + hex.EncodeToString(b[:])
 }
 
+// feedbackID is the Feedback-ID header in Gmail's format
+// "a:b:c:SenderId": campaign, mail stream, brand, and the tenant as the
+// sender id, so complaint rates can be aggregated per campaign even when a
+// report keeps nothing else.
+func feedbackID(req *mailwavev1.SendRequest) string {
+	clean := func(s string) string {
+		return strings.Map(func(r rune) rune {
+			if r == ':' || r <= ' ' || r >= 0x7f {
+				return '-'
+			}
+			return r
+		}, s)
+	}
+	campaign := req.GetCampaignId()
+	if campaign == "" {
+		campaign = "none"
+	}
+	return clean(campaign) + ":" + clean(req.GetMailStream()) + ":" + clean(req.GetBrand()) + ":" + clean(req.GetTenant())
+}
+
 func validHeaderName(k string) bool {
 	if k == "" {
 		return false
@@ -182,7 +204,7 @@ func validHeaderName(k string) bool {
 		}
 	}
 	switch strings.ToLower(k) {
-	case "from", "to", "subject", "date", "message-id", "mime-version", "content-type", "content-transfer-encoding":
+	case "from", "to", "subject", "date", "message-id", "mime-version", "content-type", "content-transfer-encoding", "feedback-id":
 		return false
 	}
 	return true
