@@ -33,9 +33,9 @@ type content struct {
 	from       string
 	feedbackID string
 	subject    *texttemplate.Template
-	text    *texttemplate.Template
-	html    *htmltemplate.Template
-	headers map[string]string
+	text       *texttemplate.Template
+	html       *htmltemplate.Template
+	headers    map[string]string
 }
 
 // prepare parses the request's content once: the headers of a raw message,
