@@ -74,14 +74,15 @@ func build(top textproto.MIMEHeader, p *parts) (*Message, string) {
 		if len(prose) == 0 {
 			// No recipient is named: keep what the bounce says, if it
 			// says anything beyond its boilerplate.
-			r := fromProse(proseRecord{diag: diagnosticOf(expl, ""), region: expl}, expl)
+			r := fromProse(proseRecord{diag: diagnosticOf(expl, ""), region: expl}, saysDelayed(expl))
 			if r.Reason == reason.OnHold && replyStart(expl) < 0 {
 				r.Reason, r.Diagnostic = reason.Undefined, ""
 			}
 			m.Records = append(m.Records, r)
 		}
+		delayed := saysDelayed(expl)
 		for _, pr := range prose {
-			m.Records = append(m.Records, fromProse(pr, expl))
+			m.Records = append(m.Records, fromProse(pr, delayed))
 		}
 	case isAutoreply(top, m.Subject):
 		m.Kind = KindAutoreply
@@ -151,20 +152,27 @@ func informative(d string) bool {
 	return letters >= 12
 }
 
-func fromProse(pr proseRecord, expl string) Record {
-	r := Record{Recipient: pr.addr, Diagnostic: pr.diag}
+func fromProse(pr proseRecord, delayed bool) Record {
+	r := Record{Recipient: pr.addr, Diagnostic: pr.diag, Action: "failed"}
+	if delayed {
+		r.Action = "delayed"
+	}
+	classify(&r, "", pr.region)
+	return r
+}
+
+// saysDelayed reports whether a prose bounce is a warning that delivery is
+// still being tried rather than a failure.
+func saysDelayed(expl string) bool {
 	lower := strings.ToLower(expl)
-	r.Action = "failed"
 	for _, w := range []string{"delivery status notification (delay)", "will continue to be made", "will keep trying",
 		"will be retried", "still trying", "not yet been delivered", "delivery is delayed", "warning: could not send",
 		"has been delayed", "temporarily deferred", "will try again", "warning: message"} {
 		if strings.Contains(lower, w) {
-			r.Action = "delayed"
-			break
+			return true
 		}
 	}
-	classify(&r, "", pr.region)
-	return r
+	return false
 }
 
 // classify fills the status, reply code, command, reason and verdict of r.
@@ -209,7 +217,7 @@ func classify(r *Record, status, context string) {
 // Postfix ("in reply to RCPT TO command"), Exim ("after RCPT TO:"),
 // Sendmail (">>> RCPT To:") and others use.
 func commandOf(diag string) string {
-	l := strings.ToLower(strings.Join(strings.Fields(diag), " "))
+	l := lowerCollapse(diag, 4<<10)
 	type cue struct{ phrase, cmd string }
 	for _, c := range []cue{
 		{"in reply to rcpt to", "RCPT"}, {"after rcpt to", "RCPT"}, {">>> rcpt to", "RCPT"}, {"rcpt to:<", "RCPT"},
@@ -338,4 +346,30 @@ func replyLines(expl string, start int, code string) []string {
 func plausibleAddr(a string) bool {
 	at := strings.LastIndexByte(a, '@')
 	return at > 0 && strings.IndexByte(a[at:], '.') > 0 && !strings.HasPrefix(a, "@")
+}
+
+// lowerCollapse lower-cases the first max bytes of s and collapses each run
+// of white space to one space, in one pass.
+func lowerCollapse(s string, max int) string {
+	if len(s) > max {
+		s = s[:max]
+	}
+	b := make([]byte, 0, len(s))
+	space := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+			space = true
+			continue
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if space && len(b) > 0 {
+			b = append(b, ' ')
+		}
+		space = false
+		b = append(b, c)
+	}
+	return string(b)
 }

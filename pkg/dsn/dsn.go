@@ -135,7 +135,9 @@ func parse(raw []byte, nesting int) (*Message, error) {
 		p.texts = append(p.texts, decodeCharset("", body))
 	}
 	if len(p.texts) == 0 {
-		p.texts = p.html
+		for _, h := range p.html {
+			p.texts = append(p.texts, h.text())
+		}
 	}
 	m, inline := build(top, p)
 	if nesting < maxNesting && m.Kind == KindDSN && !m.informative() {

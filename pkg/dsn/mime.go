@@ -16,9 +16,13 @@ import (
 
 // Limits that keep a hostile message from costing more than a real one.
 const (
-	maxDepth     = 8  // nesting of multiparts
-	maxParts     = 64 // leaves read from one message
-	maxTextBytes = 64 << 10
+	maxDepth     = 8        // nesting of multiparts
+	maxParts     = 64       // leaves read from one message
+	maxTextBytes = 64 << 10 // bytes of a text part that are read
+	// maxHTMLBytes of an HTML part are read; markup takes room.
+	maxHTMLBytes = 24 << 10
+	// maxReturnedBytes of a returned message are read: its header.
+	maxReturnedBytes = 32 << 10
 )
 
 func charsetReader(cs string, r io.Reader) (io.Reader, error) { return charset.Reader(cs, r) }
@@ -31,12 +35,22 @@ func charsetReader(cs string, r io.Reader) (io.Reader, error) { return charset.R
 // encodings — and a strict reader gives up on the part that matters. The
 // charsets are still decoded by go-message's charset package.
 type parts struct {
-	texts    []string // human-readable text parts, decoded to UTF-8
-	html     []string // HTML parts reduced to text, used when there is no plain text
-	status   [][]byte // message/delivery-status bodies
-	returned [][]byte // the returned message or its header
-	feedback bool     // a message/feedback-report part was seen
+	texts    []string   // human-readable text parts, decoded to UTF-8
+	html     []htmlPart // HTML parts, read only when there is no plain text
+	status   [][]byte   // message/delivery-status bodies
+	returned [][]byte   // the returned message or its header
+	feedback bool       // a message/feedback-report part was seen
 	leaves   int
+}
+
+// htmlPart is an HTML part as found, decoded only when it is needed.
+type htmlPart struct {
+	cte, charset string
+	body         []byte
+}
+
+func (h htmlPart) text() string {
+	return htmlText(decodeCharset(h.charset, decodeTransfer(h.cte, capBytes(h.body, maxHTMLBytes))))
 }
 
 // walk reads one entity: its header h and its raw body.
@@ -60,33 +74,48 @@ func (p *parts) walk(h textproto.MIMEHeader, body []byte, depth int) {
 		mt = "text/plain" // a multipart without its parts: read it as text
 	}
 	p.leaves++
-	body = decodeTransfer(h.Get("Content-Transfer-Encoding"), body)
+	cte := h.Get("Content-Transfer-Encoding")
 	switch mt {
 	case "message/delivery-status", "message/global-delivery-status", "text/delivery-status",
 		"message/x-delivery-status":
-		p.status = append(p.status, body)
+		p.status = append(p.status, decodeTransfer(cte, capBytes(body, maxTextBytes)))
 		return
 	case "message/feedback-report":
 		p.feedback = true
 		return
 	case "message/rfc822", "message/global", "message/rfc822-headers", "text/rfc822-headers",
 		"message/global-headers", "message/partial", "text/rfc822":
-		p.returned = append(p.returned, body)
+		// Only the header of the returned message is read.
+		p.returned = append(p.returned, decodeTransfer(cte, capBytes(body, maxReturnedBytes)))
 		return
 	}
 	switch {
 	case mt == "text/html":
-		p.html = append(p.html, htmlText(decodeCharset(params["charset"], body)))
+		// Kept undecoded to text: most bounces have a plain text part
+		// as well, and the HTML is only read when they do not.
+		p.html = append(p.html, htmlPart{cte: cte, charset: params["charset"], body: body})
 	case mt == "" || strings.HasPrefix(mt, "text/"):
+		body = decodeTransfer(cte, capBytes(body, maxTextBytes))
 		if params["name"] != "" && looksLikeMessage(body) {
 			// An attachment that holds the returned message.
 			p.returned = append(p.returned, body)
 			return
 		}
 		p.texts = append(p.texts, decodeCharset(params["charset"], body))
-	case looksLikeMessage(body):
-		p.returned = append(p.returned, body)
+	case mt == "application/octet-stream" || strings.HasPrefix(mt, "message/"):
+		if body = decodeTransfer(cte, capBytes(body, maxReturnedBytes)); looksLikeMessage(body) {
+			p.returned = append(p.returned, body)
+		}
 	}
+}
+
+// capBytes returns at most the first n bytes of b: the parser reads the
+// start of a part, where the explanation and the headers are.
+func capBytes(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
 }
 
 var boundaryParam = regexp.MustCompile(`(?i)boundary\s*=\s*("([^"]*)"|([^\s;]+))`)
@@ -198,9 +227,7 @@ func rem(n int) int {
 // decodeCharset converts a text body to UTF-8, replacing what does not
 // convert so that later matching never sees broken sequences.
 func decodeCharset(cs string, b []byte) string {
-	if len(b) > maxTextBytes {
-		b = b[:maxTextBytes]
-	}
+	b = capBytes(b, maxTextBytes)
 	cs = strings.ToLower(strings.TrimSpace(cs))
 	if cs != "" && cs != "us-ascii" && cs != "utf-8" && cs != "utf8" {
 		if r, err := charsetReader(cs, bytes.NewReader(b)); err == nil {
@@ -215,20 +242,43 @@ func decodeCharset(cs string, b []byte) string {
 	return strings.ToValidUTF8(string(b), "?")
 }
 
-var (
-	htmlBreak = regexp.MustCompile(`(?i)<\s*(br|/p|p|/div|div|/tr|tr|li|/h[1-6])\b[^>]*>`)
-	htmlTag   = regexp.MustCompile(`(?s)<!--.*?-->|<[^>]*>`)
-	htmlDrop  = regexp.MustCompile(`(?is)<(style|script|head)\b.*?</(style|script|head)\s*>`)
-)
-
 // htmlText reduces an HTML body to its text, one line per block, enough for
-// the phrases and addresses the parser looks for.
+// the phrases and addresses the parser looks for. It is a plain scanner, not
+// an HTML parser: bounces use little HTML and this runs on every one.
 func htmlText(s string) string {
-	s = htmlDrop.ReplaceAllString(s, "")
-	s = htmlBreak.ReplaceAllString(s, "\n")
-	s = htmlTag.ReplaceAllString(s, "")
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c != '<' {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		end := strings.IndexByte(s[i:], '>')
+		if end < 0 {
+			break
+		}
+		closing := strings.HasPrefix(strings.TrimSpace(s[i+1:i+end]), "/")
+		name := strings.ToLower(strings.TrimLeft(s[i+1:i+end], "/ "))
+		if j := strings.IndexAny(name, " \t\r\n/"); j >= 0 {
+			name = name[:j]
+		}
+		i += end + 1
+		switch name {
+		case "style", "script", "head":
+			if !closing {
+				// Skip the element's content up to its end tag.
+				if k := strings.Index(strings.ToLower(s[i:]), "</"+name); k >= 0 {
+					i += k
+				}
+			}
+		case "br", "p", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table":
+			b.WriteByte('\n')
+		}
+	}
 	r := strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&", "&quot;", `"`, "&#39;", "'", "&nbsp;", " ")
-	return r.Replace(s)
+	return r.Replace(b.String())
 }
 
 // looksLikeMessage reports whether b starts with a header block that has at
