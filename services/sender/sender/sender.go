@@ -46,6 +46,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 			Logger:  log,
 			OnDead:  rt.OnDead(mailwavev1.StreamDispatch),
 		}
+		if err := s.policy.watch(ctx, rt.JS); err != nil {
+			return nil, nil, fmt.Errorf("sender: watch policies: %w", err)
+		}
+		if err := s.policy.waitReady(ctx); err != nil {
+			return nil, nil, err
+		}
 		return nil, func(ctx context.Context) error {
 			defer s.sessions.closeAll()
 			go s.sessions.reapIdle(ctx, cfg.IdleTimeout)
@@ -60,10 +66,12 @@ type sender struct {
 	log      *slog.Logger
 	routes   *mx.Resolver
 	sessions *sessions
+	policy   *policies
 	now      func() time.Time
 
 	attempts *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	held     *prometheus.CounterVec
 }
 
 func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, error) {
@@ -76,7 +84,11 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 		Help:    "Time of one SMTP transaction, from session to final reply.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 	}, []string{"provider"})
-	rt.Metrics.MustRegister(attempts, latency)
+	held := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mailwave_sender_held_total",
+		Help: "Messages held back by a pause policy, by provider.",
+	}, []string{"provider"})
+	rt.Metrics.MustRegister(attempts, latency, held)
 	routes, err := mx.NewResolver(cfg.DNSServer, mx.WithLogger(log))
 	if err != nil {
 		return nil, fmt.Errorf("sender: MW_DNS_SERVER: %w", err)
@@ -87,9 +99,11 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 		log:      log,
 		routes:   routes,
 		sessions: newSessions(cfg.MaxPerConnection),
+		policy:   newPolicies(log),
 		now:      time.Now,
 		attempts: attempts,
 		latency:  latency,
+		held:     held,
 	}, nil
 }
 
@@ -106,6 +120,9 @@ type outcome struct {
 	remoteIP string
 	provider string
 	tls      bool
+	// paused is set when a policy holds the message: nothing was sent and
+	// no attempt is counted.
+	paused *mailwavev1.PolicyChange
 }
 
 func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchMessage]) error {
@@ -126,6 +143,10 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 	}
 	start := time.Now()
 	o := s.attempt(ctx, d)
+	if o.paused != nil {
+		s.held.WithLabelValues(o.provider).Inc()
+		return events.Retry(pauseRecheck(o.paused, now), fmt.Errorf("paused by policy %s: %s", o.paused.GetId(), o.paused.GetReason()))
+	}
 	s.latency.WithLabelValues(o.provider).Observe(time.Since(start).Seconds())
 	s.attempts.WithLabelValues(eventWord(o.kind), o.provider, d.GetRouting().GetSourceIp()).Inc()
 	if o.kind != mailwavev1.EventKind_EVENT_KIND_DEFERRED {
@@ -143,6 +164,19 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 		return err
 	}
 	return events.Retry(delay, fmt.Errorf("deferred: %d %s", o.code, o.text))
+}
+
+// pauseRecheck is how long a paused message waits before it is looked at
+// again: until the pause expires, but never more than a few seconds, so a
+// resume takes effect quickly.
+func pauseRecheck(pc *mailwavev1.PolicyChange, now time.Time) time.Duration {
+	d := 5 * time.Second
+	if exp := pc.GetExpiresAt(); exp != nil {
+		if until := exp.AsTime().Sub(now); until > 0 && until < d {
+			d = until
+		}
+	}
+	return d
 }
 
 func (s *sender) retryDelay(attempt int32) time.Duration {
@@ -173,6 +207,9 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 			o.kind, o.class, o.reason = mailwavev1.EventKind_EVENT_KIND_DEFERRED, mailwavev1.BounceClass_BOUNCE_CLASS_SOFT, "networkerror"
 		}
 		return o
+	}
+	if dec := s.policy.decide(d, route.Provider, s.now()); dec.paused != nil {
+		return outcome{paused: dec.paused, provider: route.Provider}
 	}
 	var source netip.Addr
 	if ip := d.GetRouting().GetSourceIp(); ip != "" {
