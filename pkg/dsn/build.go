@@ -54,7 +54,7 @@ func build(top textproto.MIMEHeader, p *parts) (*Message, string) {
 		m.Kind = KindDSN
 		prose := readProse(expl, excluded)
 		for _, s := range srecs {
-			m.Records = append(m.Records, fromStatus(s, prose, len(srecs), expl))
+			m.Records = append(m.Records, fromStatus(s, prose, len(srecs), expl, pm.reportingMTA))
 		}
 	case sesNotification(text, m):
 		m.Kind = KindDSN
@@ -101,7 +101,7 @@ func build(top textproto.MIMEHeader, p *parts) (*Message, string) {
 
 // fromStatus makes the record of one RFC 3464 recipient group, borrowing the
 // prose's explanation when the group has no diagnostic of its own.
-func fromStatus(s statusRecord, prose []proseRecord, n int, expl string) Record {
+func fromStatus(s statusRecord, prose []proseRecord, n int, expl, reporting string) Record {
 	r := Record{
 		Recipient:         s.final,
 		OriginalRecipient: s.original,
@@ -136,7 +136,7 @@ func fromStatus(s statusRecord, prose []proseRecord, n int, expl string) Record 
 		context += "\n" + mine.region
 	}
 	r.Diagnostic = extendReply(r.Diagnostic, expl)
-	classify(&r, s.status, context)
+	classify(&r, s.status, reporting, context)
 	return r
 }
 
@@ -157,7 +157,7 @@ func fromProse(pr proseRecord, delayed bool) Record {
 	if delayed {
 		r.Action = "delayed"
 	}
-	classify(&r, "", pr.region)
+	classify(&r, "", "", pr.region)
 	return r
 }
 
@@ -178,7 +178,7 @@ func saysDelayed(expl string) bool {
 // classify fills the status, reply code, command, reason and verdict of r.
 // context is the text around the diagnostic, where the command it answered
 // is often named.
-func classify(r *Record, status, context string) {
+func classify(r *Record, status, reportingMTA, context string) {
 	cmd := commandOf(r.Diagnostic)
 	if cmd == "" {
 		cmd = commandOf(context)
@@ -198,6 +198,7 @@ func classify(r *Record, status, context string) {
 		Action:         r.Action,
 		DiagnosticType: r.DiagnosticType,
 		Command:        cmd,
+		Hosts:          hostsOf(r.RemoteMTA, reportingMTA, context),
 	})
 	r.Status = v.Status
 	if r.Status == "" {
@@ -372,4 +373,28 @@ func lowerCollapse(s string, max int) string {
 		b = append(b, c)
 	}
 	return string(b)
+}
+
+// hostsOf lists the mail hosts a record names: its remote MTA, the
+// reporting MTA, and a host the prose says answered ("host mx.example[…]
+// said:", as Postfix writes it).
+func hostsOf(remote, reporting, context string) []string {
+	var out []string
+	for _, h := range []string{remote, reporting} {
+		if h = firstWord(h); h != "" {
+			out = append(out, h)
+		}
+	}
+	l := context
+	for {
+		i := strings.Index(l, "host ")
+		if i < 0 {
+			break
+		}
+		l = l[i+5:]
+		if j := strings.IndexAny(l, "[ \t\r\n"); j > 0 && strings.IndexByte(l[:j], '.') > 0 {
+			out = append(out, l[:j])
+		}
+	}
+	return out
 }

@@ -25,6 +25,10 @@ type Input struct {
 	// Command is the SMTP command that drew the error ("CONN" for the
 	// greeting, "HELO", "EHLO", "MAIL", "RCPT", "DATA"), "" when unknown.
 	Command string
+	// Hosts are the names of the mail hosts involved — the remote MTA
+	// that answered and the MTA that reported — when known. Some
+	// providers word their answers in their own way (see hostRules).
+	Hosts []string
 }
 
 // Verdict is the classification of one failed delivery attempt.
@@ -92,7 +96,13 @@ func ClassifyInput(in Input) Verdict {
 		v.Permanent = action == "failed" || action == ""
 	}
 
-	v.Reason = decide(text, status, code, action, strings.ToLower(in.DiagnosticType), cmd)
+	v.Reason = ""
+	if action != "delivered" && action != "relayed" && action != "expanded" {
+		v.Reason = byHost(in.Hosts, text)
+	}
+	if v.Reason == "" {
+		v.Reason = decide(text, status, code, action, strings.ToLower(in.DiagnosticType), cmd)
+	}
 	if cmd == "MAIL" && (v.Reason == UserUnknown || v.Reason == HostUnknown) {
 		v.Reason = Rejected
 	}
@@ -208,6 +218,36 @@ func genericTemporary(status string) bool {
 	switch status[2:] {
 	case "0.0", "4.0", "4.1", "4.2", "4.7":
 		return true
+	}
+	return false
+}
+
+// byHost applies the rules of the providers among hosts, or returns "".
+func byHost(hosts []string, text string) Reason {
+	if len(hosts) == 0 || text == "" {
+		return ""
+	}
+	for i := range hostRules {
+		hr := &hostRules[i]
+		if !anyHost(hosts, hr.domains) {
+			continue
+		}
+		if hr.textMatch(text) {
+			return hr.reason
+		}
+	}
+	return ""
+}
+
+// anyHost reports whether a host is one of domains or below one of them.
+func anyHost(hosts, domains []string) bool {
+	for _, h := range hosts {
+		h = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
+		for _, d := range domains {
+			if h == d || strings.HasSuffix(h, "."+d) {
+				return true
+			}
+		}
 	}
 	return false
 }

@@ -313,3 +313,25 @@ func codeRange(subject, lo, hi int) []string {
 	}
 	return out
 }
+
+// hostRule is a rule that holds only for the mail hosts of one provider.
+type hostRule struct {
+	domains []string
+	rule
+}
+
+// hostRules word the answers that mean something particular when a given
+// provider gives them; they are consulted before the general tables.
+var hostRules = []hostRule{
+	// Outlook.com answers an unknown mailbox with the bare RFC 5321
+	// text, which elsewhere can come from a filter as well.
+	{domains: []string{"hotmail.com", "outlook.com", "live.com", "msn.com"}, rule: rule{reason: UserUnknown, phrases: []string{
+		"requested action not taken: mailbox unavailable",
+	}}},
+	// NTT docomo answers "Unknown user" after DATA when the recipient's
+	// reception settings refuse the sender: the sender is refused, the
+	// address exists.
+	{domains: []string{"docomo.ne.jp"}, rule: rule{reason: Rejected, phrases: []string{
+		"unknown user",
+	}}},
+}
