@@ -231,7 +231,7 @@ func commandOf(diag string) string {
 		{"after mail", "MAIL"}, {"smtp command rcpt", "RCPT"}, {"smtp command data", "DATA"},
 		{"smtp command mail", "MAIL"}, {"rcpt to command", "RCPT"}, {"mail from command", "MAIL"},
 		{"end of data command", "DATA"}, {"data command", "DATA"}, {"did not like our rcpt", "RCPT"},
-		{"for rcpt to response", "RCPT"}, {"smtp:rcpt", "RCPT"}, {"smtp:data", "DATA"}, {"smtp:mail", "MAIL"},
+		{"for rcpt to response", "RCPT"}, {"but my name was rejected", "HELO"}, {"but sender was rejected", "MAIL"}, {"smtp:rcpt", "RCPT"}, {"smtp:data", "DATA"}, {"smtp:mail", "MAIL"},
 	} {
 		if strings.Contains(l, c.phrase) {
 			return c.cmd

@@ -277,6 +277,9 @@ func readProse(expl string, excluded map[string]bool) []proseRecord {
 			start = a.at
 		}
 		region := expl[start:end]
+		if t := transcriptBefore(expl, a.pos); t != "" {
+			region = t + region
+		}
 		if replyStart(region) < 0 {
 			// The error may be stated before the list of recipients.
 			if j := replyStart(preamble); j >= 0 {
@@ -383,4 +386,20 @@ func lastParagraphs(text string, n int) string {
 		pos = i
 	}
 	return text[pos:]
+}
+
+// transcriptBefore returns the SMTP session transcript lines (">>> command",
+// "<<< reply") that end just before the line at pos: Sendmail writes the
+// exchange that failed above its one-line summary for the recipient.
+func transcriptBefore(expl string, pos int) string {
+	start := pos
+	for n := 0; n < 8 && start > 0; n++ {
+		prev := strings.LastIndexByte(expl[:start-1], '\n') + 1
+		line := strings.TrimSpace(expl[prev : start-1])
+		if !strings.HasPrefix(line, "<<<") && !strings.HasPrefix(line, ">>>") {
+			break
+		}
+		start = prev
+	}
+	return expl[start:pos]
 }

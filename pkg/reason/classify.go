@@ -103,8 +103,14 @@ func ClassifyInput(in Input) Verdict {
 	if v.Reason == "" {
 		v.Reason = decide(text, status, code, action, strings.ToLower(in.DiagnosticType), cmd)
 	}
-	if cmd == "MAIL" && (v.Reason == UserUnknown || v.Reason == HostUnknown) {
+	switch {
+	case cmd == "MAIL" && (v.Reason == UserUnknown || v.Reason == HostUnknown):
+		// Said of MAIL FROM, an unknown address or domain is the sender's.
 		v.Reason = Rejected
+	case (cmd == "CONN" || cmd == "HELO" || cmd == "EHLO") && addressLevel(v.Reason):
+		// Refused before any recipient was named: the refusal is of the
+		// sending host, not of an address.
+		v.Reason = Blocked
 	}
 	v.Hard = v.Reason.IsHard(v.Permanent)
 	return v
@@ -217,6 +223,16 @@ func genericTemporary(status string) bool {
 	}
 	switch status[2:] {
 	case "0.0", "4.0", "4.1", "4.2", "4.7":
+		return true
+	}
+	return false
+}
+
+// addressLevel reports the reasons that speak of the recipient's address or
+// mailbox.
+func addressLevel(r Reason) bool {
+	switch r {
+	case UserUnknown, HostUnknown, Filtered, Suspend, MailboxFull, HasMoved, NotAccept:
 		return true
 	}
 	return false

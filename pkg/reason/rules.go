@@ -186,7 +186,7 @@ var primaryRules = []rule{
 		"client host blocked", "client host rejected", "ip blocked", "ip address blacklisted",
 		"ip address blocked", "blacklisted by", "blocked using", "listed in", "listed at", "listed on",
 		"spamhaus", "spamcop", "dnsbl", "your ip", "source ip", "adresse ip", "ip source", "blocked ip",
-		"sending ip", "ip address", "for spamming", "too much spam from",
+		"sending ip", "ip address", "for spamming", "too much spam from", "open relay",
 	}},
 	{reason: SpamDetected, phrases: []string{
 		"spam message", "message is spam", "as spam", "spam detected", "detected as spam", "likely spam",
@@ -300,7 +300,7 @@ var gaveUpPhrases = []string{
 	"retry timeout exceeded", "retry time exceeded", "message expired", "delivery time expired",
 	"could not be delivered within", "did not accept our requests to connect", "no successful delivery",
 	"maximum delivery time", "delivery expired", "message timed out", "queue lifetime",
-	"have been failing for a long time", "not delivered within", "was not delivered within",
+	"have been failing for a long time", "not delivered within", "was not delivered within", "was aborted after",
 }
 
 // codeRange lists the status codes "subject.lo" to "subject.hi" (without
