@@ -32,7 +32,16 @@
 // header, such as X-Mailwave-* and Feedback-ID) whether it came back as a
 // message/rfc822 or text/rfc822-headers part or inline in the text.
 //
+// Records are matched to the prose by address: a recipient's explanation
+// runs from its first mention to the first mention of the next one, and the
+// remote server's reply in it (a "550 5.1.1 …" line, a Sendmail transcript)
+// is preferred to the reporting system's own words. An RFC 3464 record
+// without a useful Diagnostic-Code borrows that explanation.
+//
 // Parsing is pure — no I/O, no clock — never panics, and fails only on
-// input that is not a message at all. MIME structure, transfer encodings and
-// charsets are read with github.com/emersion/go-message.
+// input that is not a message at all. The MIME walk is lenient and our own
+// (bounces are full of MIME defects a strict reader gives up on); charsets
+// are decoded with github.com/emersion/go-message/charset. Only the start
+// of large parts is read (see the limits in mime.go), which keeps the cost
+// of a message bounded.
 package dsn

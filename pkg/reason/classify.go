@@ -47,26 +47,37 @@ type Verdict struct {
 }
 
 // Classify classifies a live SMTP answer: its reply code (0 when unknown),
-// its enhanced status code ("" when unknown) and its text.
+// its enhanced status code ("" when unknown) and its text. It does not know
+// which command the answer was to; a caller that does (the sender always
+// does) should use ClassifyInput with Command set, because "no such user"
+// means UserUnknown only when it answers RCPT TO or carries X.1.1.
 func Classify(replyCode int, enhanced, text string) Verdict {
 	return ClassifyInput(Input{ReplyCode: replyCode, Status: enhanced, Text: text})
 }
 
 // ClassifyInput classifies one failed delivery attempt described by in.
 //
-// The rules, in order:
+// The rules, in order (the first that decides wins):
 //  1. a 2.X.X status, a 2xx reply or a positive Action is Delivered;
-//  2. the ordered rules of primaryRules: the first reason whose phrases
-//     occur in the text or whose status codes include the status wins, so
-//     a specific phrase ("mailbox full") beats a general code (5.1.1);
-//  3. the phrases of secondaryRules, which are only trusted in the text;
-//  4. the class of the status: X.6.X is ContentError, X.7.X SecurityError;
-//     a local delivery agent's diagnostic (X-Unix) is MailerError;
-//  5. a delayed action is Expired, an error at the greeting or HELO is
+//  2. hostRules: what particular providers mean by particular words;
+//  3. a local delivery agent's diagnostic (type X-Unix) is MailerError;
+//  4. the phrases of primaryRules, then their status codes, so a specific
+//     phrase ("mailbox full") beats a general code (5.1.1) while a code
+//     decides when the words say nothing known;
+//  5. a "no such user" text is refined by unknownAddress (UserUnknown only
+//     on X.1.1/X.1.0 or an answer to RCPT TO or a definitive statement),
+//     and a temporary (4.X.X) unknown domain is a NetworkError;
+//  6. a temporary failure after which the queue gave up is Expired, unless
+//     secondaryRules or a specific status code say more;
+//  7. the phrases, then the codes, of secondaryRules;
+//  8. the class of the status: X.6.X is ContentError, X.7.X SecurityError;
+//  9. a delayed action is Expired, an error at the greeting or HELO is
 //     Blocked, other text is OnHold, and nothing at all is Undefined.
 //
-// The command refines the result: an unknown address named in reply to
-// MAIL FROM is the sender's, so Rejected.
+// Finally the command refines the result: an unknown address said of MAIL
+// FROM is the sender's (Rejected), and an address-level reason said before
+// any recipient was named (greeting, HELO) is a refusal of the sending host
+// (Blocked).
 func ClassifyInput(in Input) Verdict {
 	text := normalise(in.Text)
 	status := NormaliseStatus(in.Status)

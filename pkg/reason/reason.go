@@ -8,11 +8,15 @@
 // RFC 2034), from a delivery status notification (RFC 3464 Status and
 // Diagnostic-Code fields, or the free text of a non-standard bounce) or from
 // a feedback-loop report (RFC 5965). The sender's response rules use
-// Classify as their default; the bounce parser (package dsn) uses
-// ClassifyInput with the extra context a DSN carries.
+// ClassifyInput (with the SMTP command it knows) or Classify as their
+// default; the bounce parser (package dsn) uses ClassifyInput with the
+// extra context a DSN carries (action, diagnostic type, command, hosts).
 //
 // Classification is data-driven: ordered tables of lower-case phrases and of
-// enhanced status codes (see rules.go), read top to bottom, first match wins.
+// enhanced status codes (rules.go: primaryRules, secondaryRules, hostRules),
+// read top to bottom, first match wins; ClassifyInput documents the order
+// in which the tables are consulted. Hard means the address itself is dead
+// (Reason.IsHard): only then should a recipient be suppressed at once.
 // It is pure — no I/O, no clock — and safe for concurrent use.
 package reason
 
