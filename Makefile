@@ -6,10 +6,10 @@ MODULES := pkg proto services/planner services/sender services/inbound-dsn \
 PKGS    := $(addsuffix /...,$(addprefix ./,$(MODULES)))
 BUF     := cd proto && GOWORK=off go tool -modfile=../tools/protogen/go.mod buf
 
-# Benchmark knobs: make bench N=20000 SIZE=10240 DKIM=rsa OUT=bench.json
+# Benchmark knobs: make bench N=20000 SIZE=10240 DKIM=off OUT=bench.json
 N    ?= 20000
 SIZE ?= 10240
-DKIM ?= rsa
+DKIM ?= off
 OUT  ?= bench-result.json
 
 .PHONY: all build vet test test-short gen check-gen lint-proto run bench fmt clean
