@@ -146,7 +146,7 @@ func bench(ctx context.Context, o options) (*Result, error) {
 	st, err := stack.Start(ctx, stack.Options{
 		DataDir: dir, RedisURL: os.Getenv("REDIS_URL"), DNSServer: dns.Addr(), SMTPPort: sink.Port(),
 		SourceIPs: []string{"127.0.0.3"}, HeloNames: []string{"mta.bench"}, SenderWorkers: o.workers,
-		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		TuneSender: func(c *sender.Config) {
 			c.MaxPerConnection = 1000
 		},

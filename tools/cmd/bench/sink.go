@@ -43,7 +43,9 @@ func (s *sink) Close() error { return s.srv.Close() }
 
 type sinkBackend struct{ on func(int, time.Time) }
 
-func (b *sinkBackend) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{on: b.on}, nil }
+func (b *sinkBackend) NewSession(*smtp.Conn) (smtp.Session, error) {
+	return &sinkSession{on: b.on}, nil
+}
 
 type sinkSession struct {
 	on func(int, time.Time)
