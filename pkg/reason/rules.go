@@ -61,7 +61,11 @@ var primaryRules = []rule{
 		"has been replaced by", "has moved", "user has moved", "mailbox has moved", "address has changed",
 		"no longer available; has been replaced", "moved to a new address",
 	}},
+	{reason: Blocked, phrases: []string{
+		"which is an open relay", "listed as an open relay",
+	}},
 	{reason: NoRelaying, phrases: []string{
+		"insecure mail relay",
 		"relay access denied", "relaying denied", "relay denied", "relaying not permitted",
 		"relay not permitted", "relaying not allowed", "relay not allowed", "not permitted to relay",
 		"not allowed to relay", "unable to relay", "we do not relay", "no relaying", "relay prohibited",
@@ -208,7 +212,7 @@ var secondaryRules = []rule{
 		"content policy", "prohibited attachment", "attachment type", "attachments are not allowed",
 		"not allowed by policy", "message not accepted for policy", "policy restriction",
 		"security policies", "policy rejection", "rejected by policy", "email policy", "due to policy",
-		"by our policy", "acceptable use policy", "denied by policy", "content presents a potential security issue",
+		"by our policy", "acceptable use policy", "network not allowed", "denied by policy", "content presents a potential security issue",
 		"policy",
 	}},
 	{reason: Blocked, codes: codeRange(7, 606, 649), phrases: []string{
@@ -331,6 +335,11 @@ var hostRules = []hostRule{
 	// NTT docomo answers "Unknown user" after DATA when the recipient's
 	// reception settings refuse the sender: the sender is refused, the
 	// address exists.
+	// Orange (France Télécom) numbers its refusals; OFR_506 is content
+	// taken for spam.
+	{domains: []string{"orange.fr", "wanadoo.fr"}, rule: rule{reason: SpamDetected, phrases: []string{
+		"ofr_506",
+	}}},
 	{domains: []string{"docomo.ne.jp"}, rule: rule{reason: Rejected, phrases: []string{
 		"unknown user",
 	}}},

@@ -67,6 +67,7 @@ type labelRecord struct {
 // tally accumulates the measures.
 type tally struct {
 	records, reasonOK, hardOK int
+	undisputed, undisputedOK  int // records whose label is not marked disputed
 	rcptTotal, rcptOK         int
 	extra                     int
 	confusion                 map[[2]string]int
@@ -187,8 +188,14 @@ func (t *tally) add(l label, m *dsn.Message, verbose bool) {
 		}
 		t.confusion[[2]string{lr.Reason, gotReason}]++
 		ok := true
+		if l.RecipientConfidence != "disputed" {
+			t.undisputed++
+		}
 		if gotReason == lr.Reason {
 			t.reasonOK++
+			if l.RecipientConfidence != "disputed" {
+				t.undisputedOK++
+			}
 		} else {
 			ok = false
 		}
@@ -229,6 +236,7 @@ func (t *tally) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "messages: %d (%d labelled not a bounce)\n", t.messages, t.notBounces)
 	fmt.Fprintf(w, "reason accuracy:    %6.2f%% (%d/%d records)\n", pct(t.reasonOK, t.records), t.reasonOK, t.records)
+	fmt.Fprintf(w, "  without labels marked disputed: %6.2f%% (%d/%d records)\n", pct(t.undisputedOK, t.undisputed), t.undisputedOK, t.undisputed)
 	fmt.Fprintf(w, "hard/soft accuracy: %6.2f%% (%d/%d records)\n", pct(t.hardOK, t.records), t.hardOK, t.records)
 	fmt.Fprintf(w, "recipient accuracy: %6.2f%% (%d/%d records with a high-confidence recipient)\n", pct(t.rcptOK, t.rcptTotal), t.rcptOK, t.rcptTotal)
 	fmt.Fprintf(w, "extra records (parsed, not in the labels): %d\n", t.extra)
