@@ -59,7 +59,7 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 		{
 			Name:        mailwavev1.StreamDispatch,
 			Description: "one message per recipient, kept until it reaches a terminal state",
-			Subjects:    []string{mailwavev1.SubjectDispatchAll},
+			Subjects:    []string{mailwavev1.SubjectDispatchAll, mailwavev1.SubjectRetryAll},
 			Storage:     storage,
 			Replicas:    r,
 			Retention:   jetstream.WorkQueuePolicy,

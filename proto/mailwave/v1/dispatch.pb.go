@@ -59,8 +59,15 @@ type DispatchMessage struct {
 	// The Message-ID header of data, without angle brackets.
 	HeaderMessageId string            `protobuf:"bytes,17,opt,name=header_message_id,json=headerMessageId,proto3" json:"header_message_id,omitempty"`
 	Metadata        map[string]string `protobuf:"bytes,18,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The last temporary failure, carried across retries so that a message
+	// that expires reports why it could not be delivered (for example
+	// "mailboxfull" after 72 hours of 552 answers).
+	LastReason       string `protobuf:"bytes,19,opt,name=last_reason,json=lastReason,proto3" json:"last_reason,omitempty"`
+	LastSmtpCode     int32  `protobuf:"varint,20,opt,name=last_smtp_code,json=lastSmtpCode,proto3" json:"last_smtp_code,omitempty"`
+	LastEnhancedCode string `protobuf:"bytes,21,opt,name=last_enhanced_code,json=lastEnhancedCode,proto3" json:"last_enhanced_code,omitempty"`
+	LastResponse     string `protobuf:"bytes,22,opt,name=last_response,json=lastResponse,proto3" json:"last_response,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *DispatchMessage) Reset() {
@@ -217,6 +224,34 @@ func (x *DispatchMessage) GetMetadata() map[string]string {
 		return x.Metadata
 	}
 	return nil
+}
+
+func (x *DispatchMessage) GetLastReason() string {
+	if x != nil {
+		return x.LastReason
+	}
+	return ""
+}
+
+func (x *DispatchMessage) GetLastSmtpCode() int32 {
+	if x != nil {
+		return x.LastSmtpCode
+	}
+	return 0
+}
+
+func (x *DispatchMessage) GetLastEnhancedCode() string {
+	if x != nil {
+		return x.LastEnhancedCode
+	}
+	return ""
+}
+
+func (x *DispatchMessage) GetLastResponse() string {
+	if x != nil {
+		return x.LastResponse
+	}
+	return ""
 }
 
 // Routing says how a message leaves the platform.
@@ -541,7 +576,7 @@ var File_mailwave_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_mailwave_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"\x1amailwave/v1/dispatch.proto\x12\vmailwave.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mailwave/v1/common.proto\"\xa0\x06\n" +
+	"\x1amailwave/v1/dispatch.proto\x12\vmailwave.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mailwave/v1/common.proto\"\xba\a\n" +
 	"\x0fDispatchMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1d\n" +
@@ -569,7 +604,12 @@ const file_mailwave_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
 	"not_before\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12*\n" +
 	"\x11header_message_id\x18\x11 \x01(\tR\x0fheaderMessageId\x12F\n" +
-	"\bmetadata\x18\x12 \x03(\v2*.mailwave.v1.DispatchMessage.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x12 \x03(\v2*.mailwave.v1.DispatchMessage.MetadataEntryR\bmetadata\x12\x1f\n" +
+	"\vlast_reason\x18\x13 \x01(\tR\n" +
+	"lastReason\x12$\n" +
+	"\x0elast_smtp_code\x18\x14 \x01(\x05R\flastSmtpCode\x12,\n" +
+	"\x12last_enhanced_code\x18\x15 \x01(\tR\x10lastEnhancedCode\x12#\n" +
+	"\rlast_response\x18\x16 \x01(\tR\flastResponse\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x02\n" +

@@ -31,10 +31,15 @@ const (
 const (
 	SubjectSendAll     = "mail.send.>"
 	SubjectDispatchAll = "mail.dispatch.>"
-	SubjectEventAll    = "mail.event.>"
-	SubjectInboundAll  = "mail.inbound.>"
-	SubjectReportAll   = "mail.report.>"
-	SubjectDeadAll     = "mail.dead.>"
+	// SubjectRetryAll holds scheduled retries: a message published on
+	// mail.retry.<message id> with a Nats-Schedule header waits in the
+	// DISPATCH stream, outside the sender's filter, until the server moves
+	// it to its dispatch subject.
+	SubjectRetryAll   = "mail.retry.>"
+	SubjectEventAll   = "mail.event.>"
+	SubjectInboundAll = "mail.inbound.>"
+	SubjectReportAll  = "mail.report.>"
+	SubjectDeadAll    = "mail.dead.>"
 )
 
 // Send lanes: transactional mail has its own so it is never queued behind
@@ -116,6 +121,17 @@ func LaneFor(p Priority) string {
 func SubjectDispatch(pool, site string) string {
 	return "mail.dispatch." + Token(pool) + "." + Token(site)
 }
+
+// SubjectRetry is the schedule subject of a message's next attempt.
+func SubjectRetry(messageID string) string { return "mail.retry." + Token(messageID) }
+
+// Message schedule headers (JetStream, nats-server 2.12+).
+const (
+	// HeaderSchedule holds "@at <RFC 3339 time>".
+	HeaderSchedule = "Nats-Schedule"
+	// HeaderScheduleTarget is the subject the scheduled message goes to.
+	HeaderScheduleTarget = "Nats-Schedule-Target"
+)
 
 // SubjectEvent is where an event of kind for tenant is published.
 func SubjectEvent(kind EventKind, tenant string) string {

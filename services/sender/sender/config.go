@@ -33,6 +33,9 @@ type Config struct {
 	// doubles per attempt up to RetryMax.
 	RetryInterval time.Duration `env:"MW_RETRY_INTERVAL" default:"1m" usage:"first retry delay after a temporary failure"`
 	RetryMax      time.Duration `env:"MW_RETRY_MAX" default:"4h" usage:"longest retry delay"`
+	// PauseRecheck is how often a message held by a pause is looked at
+	// again: the longest a resume can take to release it.
+	PauseRecheck time.Duration `env:"MW_PAUSE_RECHECK" default:"30s" usage:"how often a paused message is looked at again"`
 }
 
 // Validate checks the configuration; errors name the variable.
@@ -59,6 +62,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RetryInterval <= 0 || c.RetryMax < c.RetryInterval {
 		return config.Errorf("MW_RETRY_INTERVAL", "must be positive and not above MW_RETRY_MAX")
+	}
+	if c.PauseRecheck < time.Second {
+		return config.Errorf("MW_PAUSE_RECHECK", "must be at least 1s")
 	}
 	return nil
 }

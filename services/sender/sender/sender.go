@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mailwave/mailwave/pkg/events"
@@ -131,46 +132,99 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 		return fmt.Errorf("%w: dispatch needs message_id, recipient and data", events.ErrMalformed)
 	}
 	now := s.now()
-	attempt := int32(m.Delivered)
+	attempt := max(d.GetAttempt(), 1)
 	if exp := d.GetExpiresAt(); exp != nil && now.After(exp.AsTime()) {
-		return s.publish(ctx, d, attempt, outcome{
-			kind: mailwavev1.EventKind_EVENT_KIND_EXPIRED, class: mailwavev1.BounceClass_BOUNCE_CLASS_SOFT,
-			reason: "expired", text: "max age passed without delivery",
-		}, time.Time{})
+		o := outcome{kind: mailwavev1.EventKind_EVENT_KIND_EXPIRED, class: mailwavev1.BounceClass_BOUNCE_CLASS_SOFT,
+			reason: "expired", text: "max age passed without delivery"}
+		if d.GetLastReason() != "" {
+			// Report why it could not be delivered: "mailboxfull" after
+			// days of 552 answers says more than "expired".
+			o.reason, o.code, o.enhanced = d.GetLastReason(), int(d.GetLastSmtpCode()), d.GetLastEnhancedCode()
+			o.text = "max age passed without delivery; last answer: " + d.GetLastResponse()
+		}
+		return s.publish(ctx, d, attempt, o, time.Time{})
 	}
 	if nb := d.GetNotBefore(); nb != nil && nb.AsTime().After(now) {
-		return events.Retry(nb.AsTime().Sub(now), errors.New("not before"))
+		// Not due yet (a wave, a scheduled send): park it as a schedule so
+		// it holds no consumer slot meanwhile.
+		return s.schedule(ctx, m.Subject, d, nb.AsTime())
+	}
+	if done, err := s.alreadyDelivered(ctx, d.GetMessageId()); err != nil {
+		return err
+	} else if done {
+		// A copy of a message that was delivered (a redelivery after a
+		// crash between the 250 and the ack): never send it twice.
+		return nil
 	}
 	start := time.Now()
 	o := s.attempt(ctx, d)
 	if o.paused != nil {
 		s.held.WithLabelValues(o.provider).Inc()
-		return events.Retry(pauseRecheck(o.paused, now), fmt.Errorf("paused by policy %s: %s", o.paused.GetId(), o.paused.GetReason()))
+		return s.schedule(ctx, m.Subject, d, now.Add(s.pauseRecheck(o.paused, now)))
 	}
 	s.latency.WithLabelValues(o.provider).Observe(time.Since(start).Seconds())
 	s.attempts.WithLabelValues(eventWord(o.kind), o.provider, d.GetRouting().GetSourceIp()).Inc()
+	if o.kind == mailwavev1.EventKind_EVENT_KIND_DELIVERED {
+		s.markDelivered(ctx, d, now)
+	}
 	if o.kind != mailwavev1.EventKind_EVENT_KIND_DEFERRED {
 		return s.publish(ctx, d, attempt, o, time.Time{})
 	}
-	delay := s.retryDelay(attempt)
-	next := now.Add(delay)
+	next := now.Add(s.retryDelay(attempt))
 	if exp := d.GetExpiresAt(); exp != nil && next.After(exp.AsTime()) {
-		// The next attempt would come after the max age: try once more at
-		// the deadline, when the expiry check ends it.
+		// The next attempt would come after the max age: wake it at the
+		// deadline, when the expiry check ends it with the last reason.
 		next = exp.AsTime().Add(time.Second)
-		delay = next.Sub(now)
 	}
 	if err := s.publish(ctx, d, attempt, o, next); err != nil {
 		return err
 	}
-	return events.Retry(delay, fmt.Errorf("deferred: %d %s", o.code, o.text))
+	retry := proto.CloneOf(d)
+	retry.Attempt = attempt + 1
+	retry.LastReason, retry.LastSmtpCode, retry.LastEnhancedCode, retry.LastResponse = o.reason, int32(o.code), o.enhanced, o.text
+	return s.schedule(ctx, m.Subject, retry, next)
+}
+
+// schedule parks d until at as a JetStream message schedule on its retry
+// subject; the server moves it back to subject then. The schedule id is
+// unique per message and attempt, so a handler that runs twice (after a
+// crash) schedules once. Returning nil acknowledges the current copy.
+func (s *sender) schedule(ctx context.Context, subject string, d *mailwavev1.DispatchMessage, at time.Time) error {
+	// Schedules have one-second resolution: round up so nothing fires early.
+	at = at.Truncate(time.Second).Add(time.Second)
+	_, err := s.rt.Pub.Publish(ctx, mailwavev1.SubjectRetry(d.GetMessageId()), d,
+		events.WithMsgID(fmt.Sprintf("%s:sched:%d:%d", d.GetMessageId(), d.GetAttempt(), at.Unix())),
+		events.WithHeader(mailwavev1.HeaderSchedule, "@at "+at.UTC().Format(time.RFC3339)),
+		events.WithHeader(mailwavev1.HeaderScheduleTarget, subject))
+	return err
+}
+
+// deliveredKey marks a delivered message in Redis until its max age has
+// passed, so no copy of it is ever sent again.
+func deliveredKey(id string) string { return "mw:delivered:" + id }
+
+func (s *sender) alreadyDelivered(ctx context.Context, id string) (bool, error) {
+	n, err := s.rt.Redis.Exists(ctx, deliveredKey(id)).Result()
+	if err != nil {
+		return false, fmt.Errorf("sender: delivered marker: %w", err)
+	}
+	return n > 0, nil
+}
+
+func (s *sender) markDelivered(ctx context.Context, d *mailwavev1.DispatchMessage, now time.Time) {
+	ttl := 24 * time.Hour
+	if exp := d.GetExpiresAt(); exp != nil {
+		ttl += exp.AsTime().Sub(now)
+	}
+	if err := s.rt.Redis.Set(ctx, deliveredKey(d.GetMessageId()), 1, ttl).Err(); err != nil {
+		s.log.Warn("delivered marker not stored", "message_id", d.GetMessageId(), "err", err)
+	}
 }
 
 // pauseRecheck is how long a paused message waits before it is looked at
-// again: until the pause expires, but never more than a few seconds, so a
-// resume takes effect quickly.
-func pauseRecheck(pc *mailwavev1.PolicyChange, now time.Time) time.Duration {
-	d := 5 * time.Second
+// again: until the pause expires, but at most the configured recheck.
+func (s *sender) pauseRecheck(pc *mailwavev1.PolicyChange, now time.Time) time.Duration {
+	d := s.cfg.PauseRecheck
 	if exp := pc.GetExpiresAt(); exp != nil {
 		if until := exp.AsTime().Sub(now); until > 0 && until < d {
 			d = until
