@@ -156,8 +156,11 @@ func decide(text, status string, code int, action, dtype, cmd string) Reason {
 		return r
 	}
 	// A temporary failure that ended the attempts: the queue gave up.
-	gaveUp := (status != "" && status[0] == '4' && action != "delayed") || matchAny(text, gaveUpPhrases)
 	r = firstText(secondaryRules, text)
+	// A temporary status on a failed action means the queue gave up on
+	// it — when the text speaks of the connection, or says nothing.
+	gaveUp := matchAny(text, gaveUpPhrases) || (status != "" && status[0] == '4' && action != "delayed" &&
+		(r == "" && FindReplyCode(text) == 0 || r == NetworkError || r == Expired))
 	if gaveUp && (r == "" || r == NetworkError || r == Expired) {
 		// Connection trouble that went on until the queue gave up is
 		// an expiry; only a specific status says otherwise.
@@ -203,8 +206,8 @@ var definitelyUnknown = []string{
 }
 
 // unknownAddress decides what a text that says "no such user" means. Only
-// an X.1.1 status or a refusal of RCPT TO proves the mailbox is absent
-// (UserUnknown). Said of MAIL FROM, it is the sender that is unknown
+// an X.1.1 or X.1.0 status, a refusal of RCPT TO or a definitive statement
+// proves the mailbox is absent (UserUnknown). Said of MAIL FROM, it is the sender that is unknown
 // (Rejected). Said after DATA, or quoted from a remote server without saying
 // which command it answered, it is the recipient's filter refusing the
 // message with a misleading answer (Filtered): suppressing the address on
