@@ -31,14 +31,22 @@ type env struct {
 	cl  *client.Client
 }
 
-func start(t *testing.T) *env {
+func start(t *testing.T) *env { return startWith(t, nil, nil) }
+
+// startWith starts the simulator (on clock when not nil) and the stack,
+// letting a test adjust the stack's options.
+func startWith(t *testing.T, clock ispsim.Clock, tune func(*stack.Options)) *env {
 	t.Helper()
 	ctx := testenv.Context(t)
 	prof, err := ispsim.DefaultProfile()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim, err := ispsim.Start(ctx, prof)
+	var simOpts []ispsim.Option
+	if clock != nil {
+		simOpts = append(simOpts, ispsim.WithClock(clock))
+	}
+	sim, err := ispsim.Start(ctx, prof, simOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +55,7 @@ func start(t *testing.T) *env {
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	st, err := stack.Start(ctx, stack.Options{
+	opts := stack.Options{
 		DataDir:   t.TempDir(),
 		RedisURL:  os.Getenv("MW_TEST_REDIS_URL"),
 		DNSServer: sim.DNSAddr(),
@@ -55,7 +63,11 @@ func start(t *testing.T) *env {
 		SourceIPs: []string{"127.0.0.3"},
 		HeloNames: []string{"mta2.mailwave.test"},
 		Logger:    logger,
-	})
+	}
+	if tune != nil {
+		tune(&opts)
+	}
+	st, err := stack.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
