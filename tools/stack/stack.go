@@ -112,7 +112,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	}
 	scfg := sender.Config{Common: common, DNSServer: o.DNSServer, SMTPPort: o.SMTPPort, HeloName: "mailwave.localhost",
 		Workers: max(o.SenderWorkers, 1), MaxPerConnection: 100, IdleTimeout: 15 * time.Second,
-		RetryInterval: time.Minute, RetryMax: 4 * time.Hour, PauseRecheck: 2 * time.Second}
+		RetryInterval: 15 * time.Minute, RetryMax: 30 * time.Hour, PauseRecheck: 2 * time.Second}
 	if o.SenderWorkers == 0 {
 		scfg.Workers = 64
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailwave/mailwave/pkg/config"
+	"github.com/mailwave/mailwave/pkg/response"
 	"github.com/mailwave/mailwave/pkg/service"
 )
 
@@ -29,13 +30,17 @@ type Config struct {
 	MaxPerConnection int `env:"MW_MAX_PER_CONNECTION" default:"100" usage:"messages sent on one SMTP session before it is closed"`
 	// IdleTimeout closes a reusable session nobody used for this long.
 	IdleTimeout time.Duration `env:"MW_SMTP_IDLE_TIMEOUT" default:"15s" usage:"how long an idle SMTP session is kept for reuse"`
-	// RetryInterval is the first retry delay after a temporary failure; it
-	// doubles per attempt up to RetryMax.
-	RetryInterval time.Duration `env:"MW_RETRY_INTERVAL" default:"1m" usage:"first retry delay after a temporary failure"`
-	RetryMax      time.Duration `env:"MW_RETRY_MAX" default:"4h" usage:"longest retry delay"`
+	// RetryInterval is the first retry delay after a temporary failure no
+	// response rule gives an interval for; it doubles per attempt.
+	// RetryMax caps every retry delay, the rules' included.
+	RetryInterval time.Duration `env:"MW_RETRY_INTERVAL" default:"15m" usage:"first retry delay when no response rule names one; doubles per attempt"`
+	RetryMax      time.Duration `env:"MW_RETRY_MAX" default:"30h" usage:"longest retry delay, the response rules' included"`
 	// PauseRecheck is how often a message held by a pause is looked at
 	// again: the longest a resume can take to release it.
 	PauseRecheck time.Duration `env:"MW_PAUSE_RECHECK" default:"30s" usage:"how often a paused message is looked at again"`
+	// ResponseRules is a YAML file of SMTP response rules; empty uses the
+	// shipped rules.
+	ResponseRules string `env:"MW_RESPONSE_RULES" flag:"response-rules" usage:"YAML file of SMTP response rules (default: the shipped rules)"`
 }
 
 // Validate checks the configuration; errors name the variable.
@@ -62,6 +67,11 @@ func (c *Config) Validate() error {
 	}
 	if c.RetryInterval <= 0 || c.RetryMax < c.RetryInterval {
 		return config.Errorf("MW_RETRY_INTERVAL", "must be positive and not above MW_RETRY_MAX")
+	}
+	if c.ResponseRules != "" {
+		if _, err := response.Load(c.ResponseRules); err != nil {
+			return config.Errorf("MW_RESPONSE_RULES", "%v", err)
+		}
 	}
 	if c.PauseRecheck < time.Second {
 		return config.Errorf("MW_PAUSE_RECHECK", "must be at least 1s")

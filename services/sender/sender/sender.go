@@ -18,6 +18,7 @@ import (
 
 	"github.com/mailwave/mailwave/pkg/events"
 	"github.com/mailwave/mailwave/pkg/mx"
+	"github.com/mailwave/mailwave/pkg/response"
 	"github.com/mailwave/mailwave/pkg/service"
 	"github.com/mailwave/mailwave/pkg/smtpclient"
 	mailwavev1 "github.com/mailwave/mailwave/proto/mailwave/v1"
@@ -66,6 +67,7 @@ type sender struct {
 	rt       *service.Runtime
 	log      *slog.Logger
 	routes   *mx.Resolver
+	rules    *response.Rules
 	sessions *sessions
 	policy   *policies
 	now      func() time.Time
@@ -94,7 +96,14 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 	if err != nil {
 		return nil, fmt.Errorf("sender: MW_DNS_SERVER: %w", err)
 	}
+	rules := response.Default()
+	if cfg.ResponseRules != "" {
+		if rules, err = response.Load(cfg.ResponseRules); err != nil {
+			return nil, fmt.Errorf("sender: MW_RESPONSE_RULES: %w", err)
+		}
+	}
 	return &sender{
+		rules:    rules,
 		cfg:      cfg,
 		rt:       rt,
 		log:      log,
@@ -121,6 +130,12 @@ type outcome struct {
 	remoteIP string
 	provider string
 	tls      bool
+	signal   mailwavev1.Signal
+	// retry is the rules' interval before the next attempt; 0 leaves it
+	// to the backoff.
+	retry time.Duration
+	// rule names the response rule that decided.
+	rule string
 	// paused is set when a policy holds the message: nothing was sent and
 	// no attempt is counted.
 	paused *mailwavev1.PolicyChange
@@ -170,7 +185,11 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 	if o.kind != mailwavev1.EventKind_EVENT_KIND_DEFERRED {
 		return s.publish(ctx, d, attempt, o, time.Time{})
 	}
-	next := now.Add(s.retryDelay(attempt))
+	delay := min(o.retry, s.cfg.RetryMax)
+	if delay == 0 {
+		delay = s.retryDelay(attempt)
+	}
+	next := now.Add(delay)
 	if exp := d.GetExpiresAt(); exp != nil && next.After(exp.AsTime()) {
 		// The next attempt would come after the max age: wake it at the
 		// deadline, when the expiry check ends it with the last reason.
@@ -283,7 +302,8 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 			res, err := s.sessions.send(ctx, sessionKey{source: source, addr: addr}, func() *smtpclient.Dialer {
 				return &smtpclient.Dialer{LocalAddr: source, HelloName: helo}
 			}, host.Name, d.GetReturnPath(), d.GetRecipient(), d.GetData())
-			o := classify(res, err)
+			o := classify(s.rules, response.Answer{Provider: route.Provider, SendingDomain: d.GetRouting().GetSendingDomain(),
+				RecipientDomain: domain}, res, err)
 			o.remoteMX, o.remoteIP, o.provider = host.Name, ip.String(), route.Provider
 			if o.phase != "connect" && o.phase != "greeting" {
 				return o
@@ -324,11 +344,15 @@ func (s *sender) publish(ctx context.Context, d *mailwavev1.DispatchMessage, att
 		OccurredAt:        timestamppb.New(s.now()),
 		CreatedAt:         d.GetCreatedAt(),
 		Tls:               o.tls,
+		Signal:            o.signal,
 		Metadata:          d.GetMetadata(),
 		ExternalId:        d.GetMetadata()["external_id"],
 	}
 	if o.kind == mailwavev1.EventKind_EVENT_KIND_DELIVERED {
 		ev.BounceClass = mailwavev1.BounceClass_BOUNCE_CLASS_UNSPECIFIED
+	}
+	if o.rule != "" {
+		ev.Detail = "rule " + o.rule
 	}
 	if !next.IsZero() {
 		ev.NextAttemptAt = timestamppb.New(next)

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mailwave/mailwave/pkg/reason"
+	"github.com/mailwave/mailwave/pkg/response"
 	"github.com/mailwave/mailwave/pkg/smtpclient"
 	mailwavev1 "github.com/mailwave/mailwave/proto/mailwave/v1"
 )
@@ -134,39 +134,55 @@ func (s *sessions) closeAll() {
 	}
 }
 
-// classify turns the result of one SMTP transaction into an outcome.
-func classify(res *smtpclient.Result, err error) outcome {
+// classify turns the result of one SMTP transaction into an outcome, with
+// the response rules deciding what an answer means.
+func classify(rules *response.Rules, a response.Answer, res *smtpclient.Result, err error) outcome {
 	if err == nil {
-		o := outcome{kind: mailwavev1.EventKind_EVENT_KIND_DELIVERED, code: 250, phase: "data"}
+		o := outcome{kind: mailwavev1.EventKind_EVENT_KIND_DELIVERED, code: 250, phase: "dot", signal: mailwavev1.Signal_SIGNAL_NONE}
 		if res != nil {
-			o.text = res.Reply
-			o.tls = res.TLS
+			o.code, o.enhanced, o.text, o.tls = res.Code, res.EnhancedCode, res.Reply, res.TLS
 		}
 		return o
 	}
 	var se *smtpclient.Error
 	if !errors.As(err, &se) {
 		return outcome{kind: mailwavev1.EventKind_EVENT_KIND_DEFERRED, class: mailwavev1.BounceClass_BOUNCE_CLASS_SOFT,
-			reason: "networkerror", phase: "connect", text: err.Error()}
+			reason: "networkerror", phase: "connect", text: err.Error(), signal: mailwavev1.Signal_SIGNAL_REMOTE_FAILURE}
 	}
 	o := outcome{code: se.Code, enhanced: se.EnhancedCode, text: se.Message, phase: string(se.Phase)}
 	if se.Code == 0 {
+		// No answer: a network failure, a timeout or a TLS failure.
 		o.kind, o.class, o.reason = mailwavev1.EventKind_EVENT_KIND_DEFERRED, mailwavev1.BounceClass_BOUNCE_CLASS_SOFT, "networkerror"
-		return o
-	}
-	v := reason.Classify(se.Code, se.EnhancedCode, se.Message)
-	o.reason = string(v.Reason)
-	if o.enhanced == "" {
-		o.enhanced = v.Status
-	}
-	if se.Permanent() {
-		o.kind = mailwavev1.EventKind_EVENT_KIND_BOUNCED
-		o.class = mailwavev1.BounceClass_BOUNCE_CLASS_SOFT
-		if v.Hard {
-			o.class = mailwavev1.BounceClass_BOUNCE_CLASS_HARD
+		o.signal = mailwavev1.Signal_SIGNAL_REMOTE_FAILURE
+		if se.Err != nil {
+			o.text = se.Err.Error()
 		}
 		return o
 	}
-	o.kind, o.class = mailwavev1.EventKind_EVENT_KIND_DEFERRED, mailwavev1.BounceClass_BOUNCE_CLASS_SOFT
+	a.Phase, a.Code, a.Enhanced, a.Text = string(se.Phase), se.Code, se.EnhancedCode, se.Message
+	d := rules.Decide(a)
+	o.reason, o.retry, o.rule = string(d.Reason), d.Retry, d.Rule
+	o.signal = signals[d.Signal]
+	switch d.Action {
+	case response.Bounce:
+		o.kind, o.class = mailwavev1.EventKind_EVENT_KIND_BOUNCED, mailwavev1.BounceClass_BOUNCE_CLASS_SOFT
+		if d.Hard {
+			o.class = mailwavev1.BounceClass_BOUNCE_CLASS_HARD
+		}
+	case response.Deliver:
+		o.kind = mailwavev1.EventKind_EVENT_KIND_DELIVERED
+	default:
+		o.kind, o.class = mailwavev1.EventKind_EVENT_KIND_DEFERRED, mailwavev1.BounceClass_BOUNCE_CLASS_SOFT
+	}
 	return o
+}
+
+var signals = map[response.Signal]mailwavev1.Signal{
+	response.SignalNone:             mailwavev1.Signal_SIGNAL_NONE,
+	response.SignalThrottled:        mailwavev1.Signal_SIGNAL_THROTTLED,
+	response.SignalBlocked:          mailwavev1.Signal_SIGNAL_BLOCKED,
+	response.SignalAuthFailure:      mailwavev1.Signal_SIGNAL_AUTH_FAILURE,
+	response.SignalContent:          mailwavev1.Signal_SIGNAL_CONTENT,
+	response.SignalInvalidRecipient: mailwavev1.Signal_SIGNAL_INVALID_RECIPIENT,
+	response.SignalRemoteFailure:    mailwavev1.Signal_SIGNAL_REMOTE_FAILURE,
 }

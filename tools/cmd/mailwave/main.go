@@ -25,6 +25,7 @@ func commands() map[string]command {
 		"spf":      {"check whether an IP may send for an address (RFC 7208)", runSPF},
 		"doctor":   {"audit SPF, DKIM, DMARC, reverse DNS and MX of a sending domain", runDoctor},
 		"classify": {"say what bounce, complaint and reply messages are and why delivery failed", runClassify},
+		"rules":    {"check SMTP response rules, or dry-run them on one answer", runRules},
 	}
 }
 
