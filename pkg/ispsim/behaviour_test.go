@@ -479,12 +479,17 @@ func startSink(t *testing.T) (*sink, string) {
 	return k, l.Addr().String()
 }
 
-func (k *sink) next(t *testing.T) sinkMsg {
+// next returns the next message the sink receives; on a time-out it
+// fails the test, showing the simulator's reports.
+func (k *sink) next(t *testing.T, sim *ispsim.Sim) sinkMsg {
 	t.Helper()
 	select {
 	case m := <-k.ch:
 		return m
 	case <-ctxT(t).Done():
+		for _, r := range sim.Ledger().Snapshot().Reports {
+			t.Logf("report %+v", *r)
+		}
 		t.Fatal("nothing received")
 		return sinkMsg{}
 	}

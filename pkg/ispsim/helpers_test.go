@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"gopkg.in/yaml.v3"
 	"log/slog"
 	"net"
 	"net/http"
@@ -167,3 +168,12 @@ func atoi(t *testing.T, s string) int {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func mustYAML(t *testing.T, p *ispsim.Profile) []byte {
+	t.Helper()
+	b, err := yaml.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -361,9 +361,14 @@ func (p *Profile) normalize() error {
 			return invalid("provider %s: address %s used twice", pc.Name, a)
 		}
 		addrs[a.String()] = true
-		if g := pc.Generated; g.Count > 0 {
-			if !strings.Contains(g.Format, "%d") || !strings.Contains(g.MXFormat, "%s") {
-				return invalid("provider %s: generated: format needs %%d and mx_format %%s", pc.Name)
+		if g := pc.Generated; g.Count > 10000 || g.Count < 0 {
+			return invalid("provider %s: generated.count %d: use 0 to 10000", pc.Name, g.Count)
+		} else if g.Count > 0 {
+			// Exactly one verb each, without width: a "%999999999d" would
+			// make gigabyte names.
+			if strings.Count(g.Format, "%") != 1 || !strings.Contains(g.Format, "%d") ||
+				strings.Count(g.MXFormat, "%") != 1 || !strings.Contains(g.MXFormat, "%s") {
+				return invalid("provider %s: generated: format needs one %%d and mx_format one %%s", pc.Name)
 			}
 			for n := 1; n <= g.Count; n++ {
 				d := fmt.Sprintf(g.Format, n)

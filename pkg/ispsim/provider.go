@@ -26,6 +26,7 @@ type Provider struct {
 	hostname string
 	domains  map[string]bool // lower case, no trailing dot
 	srv      *smtp.Server
+	gate     *gate
 
 	mu         sync.Mutex
 	limits     Limits

@@ -32,7 +32,7 @@ func TestAsyncDSNToReturnPath(t *testing.T) {
 	}
 	clk.Advance(2 * time.Minute) // the dsn-full* rule's delay
 
-	got := inbound.next(t)
+	got := inbound.next(t, sim)
 	if got.from != "" || got.to != from {
 		t.Errorf("envelope %q → %q, want <> → %s", got.from, got.to, from)
 	}
@@ -78,7 +78,7 @@ func TestDSNRoutedByMX(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Advance(3 * time.Minute)
-	got := inbound.next(t)
+	got := inbound.next(t, sim)
 	if got.to != from {
 		t.Errorf("DSN to %s", got.to)
 	}
@@ -157,7 +157,7 @@ func TestComplaintBySMTPRedacted(t *testing.T) {
 	if err := sim.Complain("<arf-2@mailwave.test>", ""); err != nil {
 		t.Fatal(err)
 	}
-	got := fbl.next(t)
+	got := fbl.next(t, sim)
 	if got.to != "fbl@mailwave.test" {
 		t.Errorf("ARF sent to %s", got.to)
 	}

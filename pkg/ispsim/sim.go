@@ -269,6 +269,7 @@ func (s *Sim) serve(p *Provider, l net.Listener) {
 	}
 	p.srv = srv
 	g := newGate(l, p)
+	p.gate = g
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -397,6 +398,12 @@ func (s *Sim) Close() error {
 		s.cancel()
 		var errs []error
 		for _, p := range s.providers {
+			// Close the gate here too: go-smtp's Close only knows the
+			// listeners its Serve has registered, which it may not have
+			// done yet.
+			if p.gate != nil {
+				p.gate.Close()
+			}
 			if p.srv != nil {
 				if err := p.srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 					errs = append(errs, err)
