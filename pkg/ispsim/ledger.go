@@ -105,6 +105,7 @@ type counterKey struct {
 // Ledger records everything the simulator saw and did.
 type Ledger struct {
 	clock Clock
+	max   int
 
 	mu         sync.Mutex
 	seq        int64
@@ -123,9 +124,10 @@ type Ledger struct {
 	duplicates  *prometheus.CounterVec
 }
 
-func newLedger(clock Clock, reg *prometheus.Registry) *Ledger {
+func newLedger(clock Clock, reg *prometheus.Registry, maxEntries int) *Ledger {
 	l := &Ledger{
 		clock:    clock,
+		max:      maxEntries,
 		counters: map[counterKey]*Counter{},
 		arrivals: map[string]int{},
 		changed:  make(chan struct{}),
@@ -210,7 +212,7 @@ func (l *Ledger) addMessage(m *Message) {
 	} else {
 		m.Arrival = 1
 	}
-	l.messages = append(l.messages, m)
+	l.messages = trim(append(l.messages, m), l.max)
 	l.counter(m.Provider, m.SourceIP, m.ReceivedAt).Accepted++
 	l.accepted.WithLabelValues(m.Provider, m.SourceIP.String()).Inc()
 	l.notify()
@@ -221,7 +223,7 @@ func (l *Ledger) addRejection(r *Rejection) {
 	defer l.mu.Unlock()
 	l.seq++
 	r.Seq = l.seq
-	l.rejections = append(l.rejections, r)
+	l.rejections = trim(append(l.rejections, r), l.max)
 	c := l.counter(r.Provider, r.SourceIP, r.At)
 	if r.Temporary() {
 		c.Deferred++
@@ -237,13 +239,23 @@ func (l *Ledger) addReport(r *Report) {
 	defer l.mu.Unlock()
 	l.seq++
 	r.Seq = l.seq
-	l.reports = append(l.reports, r)
+	l.reports = trim(append(l.reports, r), l.max)
 	result := "delivered"
 	if r.Err != "" {
 		result = "failed"
 	}
 	l.reportsM.WithLabelValues(r.Provider, r.Kind, r.Via, result).Inc()
 	l.notify()
+}
+
+// trim drops the oldest tenth of s once it is longer than max (0: never).
+// Snapshots taken before keep their own view.
+func trim[T any](s []T, max int) []T {
+	if max <= 0 || len(s) <= max {
+		return s
+	}
+	drop := len(s) - max + max/10
+	return append([]T(nil), s[drop:]...)
 }
 
 // Snapshot is the ledger at one instant. Its slices are shared, read-only

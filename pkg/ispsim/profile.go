@@ -31,7 +31,16 @@ type Profile struct {
 	IMAP         IMAPConfig        `yaml:"imap"`
 	Routes       map[string]string `yaml:"routes"`
 	OutboundPort int               `yaml:"outbound_port"`
+	Ledger       LedgerConfig      `yaml:"ledger"`
 	Providers    []ProviderConfig  `yaml:"providers"`
+}
+
+// LedgerConfig bounds the ledger's memory.
+type LedgerConfig struct {
+	// MaxEntries caps each of the ledger's lists (messages, rejections,
+	// reports); the oldest entries go first. Counters and metrics keep
+	// counting. 0: unbounded.
+	MaxEntries int `yaml:"max_entries"`
 }
 
 // DNSConfig configures the DNS server.
@@ -278,6 +287,9 @@ func (p *Profile) normalize() error {
 	}
 	if p.DNS.TTL == 0 {
 		p.DNS.TTL = 60
+	}
+	if p.Ledger.MaxEntries < 0 {
+		return invalid("ledger.max_entries %d is negative", p.Ledger.MaxEntries)
 	}
 	if p.OutboundPort == 0 {
 		p.OutboundPort = 25

@@ -159,7 +159,7 @@ func Start(ctx context.Context, p *Profile, opts ...Option) (*Sim, error) {
 	for d, hp := range p.Routes {
 		s.routes[strings.TrimSuffix(canonical(d), ".")] = hp
 	}
-	s.ledger = newLedger(s.clock, s.registry)
+	s.ledger = newLedger(s.clock, s.registry, p.Ledger.MaxEntries)
 	var err error
 	if s.zone, err = newZone(p.DNS, s.log); err != nil {
 		cancel()
