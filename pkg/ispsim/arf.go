@@ -17,7 +17,8 @@ import (
 var ErrUnknownMessage = errors.New("ispsim: unknown message")
 
 // Complain makes the provider that accepted the message with Message-ID id
-// report a complaint about it now, for rcpt ("" for every recipient). It
+// (the latest copy, if it arrived more than once) report a complaint about
+// it now, for rcpt ("" for every recipient). It
 // returns ErrUnknownMessage when no provider accepted that Message-ID.
 func (s *Sim) Complain(id, rcpt string) error {
 	msgs := s.ledger.Snapshot().MessagesWithID(id)

@@ -1,7 +1,6 @@
 package ispsim
 
 import (
-	"errors"
 	"fmt"
 	"math/rand"
 	"net/netip"
@@ -13,9 +12,6 @@ import (
 
 	"github.com/emersion/go-smtp"
 )
-
-// ErrUnknownProvider is returned for a provider name the profile lacks.
-var ErrUnknownProvider = errors.New("ispsim: unknown provider")
 
 // Provider is one simulated mailbox provider at run time. Its setters
 // change behaviour for the next command of every open session.
