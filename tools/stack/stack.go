@@ -45,6 +45,10 @@ type Options struct {
 	SourceIPs, HeloNames []string
 	// BounceDomain receives bounces (VERP return paths).
 	BounceDomain string
+	// SenderReplicas is the number of sender replicas (default 1); they
+	// share every limit through Redis, as pods do. Their HTTP addresses
+	// are "sender", "sender-2", …
+	SenderReplicas int
 	// SenderWorkers is the sender's concurrency (default 64).
 	SenderWorkers int
 	// Logger receives every service's logs.
@@ -144,9 +148,15 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	start("planner", func(ctx context.Context, l *slog.Logger, op service.Options) error {
 		return planner.Run(ctx, pcfg, l, op)
 	})
-	start("sender", func(ctx context.Context, l *slog.Logger, op service.Options) error {
-		return sender.Run(ctx, scfg, l, op)
-	})
+	for i := range max(o.SenderReplicas, 1) {
+		name := "sender"
+		if i > 0 {
+			name = fmt.Sprintf("sender-%d", i+1)
+		}
+		start(name, func(ctx context.Context, l *slog.Logger, op service.Options) error {
+			return sender.Run(ctx, scfg, l, op)
+		})
+	}
 	start("inbound-dsn", func(ctx context.Context, l *slog.Logger, op service.Options) error {
 		return inbounddsn.Run(ctx, inbounddsn.Config{Common: common}, l, op)
 	})
