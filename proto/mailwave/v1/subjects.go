@@ -69,6 +69,9 @@ const (
 	// BucketMessages maps a dispatch message id to its MessageRecord, for
 	// correlating bounces and complaints and for planning a message again.
 	BucketMessages = "messages"
+	// BucketAudits maps a sending domain's KeyToken to its latest
+	// AuthAudit; the planner holds a domain whose audit is not ok.
+	BucketAudits = "audits"
 	// ObjectStoreAudiences holds campaign audiences (NDJSON or CSV).
 	ObjectStoreAudiences = "audiences"
 )
@@ -142,6 +145,10 @@ func SubjectEvent(kind EventKind, tenant string) string {
 func SubjectPolicyEvent(kind ScopeKind) string {
 	return "mail.event.policy." + Token(strings.ToLower(strings.TrimPrefix(kind.String(), "SCOPE_KIND_")))
 }
+
+// SubjectAlert is where the reputation monitor publishes an Alert named
+// name, for example mail.event.alert.dnsbl_listed.
+func SubjectAlert(name string) string { return "mail.event.alert." + Token(name) }
 
 // SubjectInbound is where a raw inbound message of kind is stored.
 func SubjectInbound(kind InboundKind) string {
