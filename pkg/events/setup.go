@@ -26,6 +26,11 @@ type Topology struct {
 	// DispatchMaxAge bounds how long a dispatch message can wait; it must
 	// exceed the longest max age of any mail stream.
 	DispatchMaxAge time.Duration
+	// AckWait, when set, replaces every durable consumer's own: how long
+	// a message fetched by a replica that died waits before it is
+	// delivered to another. Every service must use the same value, since
+	// each one creates the consumers at start.
+	AckWait time.Duration
 }
 
 // DefaultTopology is a single-node topology on file storage.
@@ -121,6 +126,9 @@ type ConsumerSpec struct {
 // Consumers returns the durable consumers of the contract, by name.
 func (t Topology) Consumers() map[string]ConsumerSpec {
 	durable := func(stream, name string, filters []string, ackWait time.Duration, pending int) ConsumerSpec {
+		if t.AckWait > 0 {
+			ackWait = t.AckWait
+		}
 		return ConsumerSpec{Stream: stream, Config: jetstream.ConsumerConfig{
 			Durable:        name,
 			FilterSubjects: filters,
@@ -143,9 +151,22 @@ func (t Topology) Consumers() map[string]ConsumerSpec {
 				mailwavev1.SubjectInbound(mailwavev1.InboundKind_INBOUND_KIND_REPLY)}, time.Minute, 1000),
 		mailwavev1.ConsumerFBLParser: durable(mailwavev1.StreamInbound, mailwavev1.ConsumerFBLParser,
 			[]string{mailwavev1.SubjectInbound(mailwavev1.InboundKind_INBOUND_KIND_FBL)}, time.Minute, 1000),
+		// The monitor reads outcomes only: policy changes and alerts share
+		// the EVENTS stream but are not DeliveryEvents.
 		mailwavev1.ConsumerReputationMonitor: durable(mailwavev1.StreamEvents, mailwavev1.ConsumerReputationMonitor,
-			[]string{mailwavev1.SubjectEventAll}, time.Minute, 10000),
+			reputationSubjects(), time.Minute, 10000),
 	}
+}
+
+// reputationSubjects are the outcome subjects the reputation monitor
+// counts.
+func reputationSubjects() []string {
+	var out []string
+	for _, k := range []mailwavev1.EventKind{mailwavev1.EventKind_EVENT_KIND_DELIVERED, mailwavev1.EventKind_EVENT_KIND_DEFERRED,
+		mailwavev1.EventKind_EVENT_KIND_BOUNCED, mailwavev1.EventKind_EVENT_KIND_COMPLAINED, mailwavev1.EventKind_EVENT_KIND_UNSUBSCRIBED} {
+		out = append(out, "mail.event."+mailwavev1.EventKindWord(k)+".>")
+	}
+	return out
 }
 
 // Buckets returns the key-value buckets of the contract.
@@ -160,6 +181,8 @@ func (t Topology) Buckets() []jetstream.KeyValueConfig {
 			History: 1, Storage: storage, Replicas: r},
 		{Bucket: mailwavev1.BucketPolicy, Description: "pause and throttle state every sender watches",
 			History: 10, Storage: storage, Replicas: r},
+		{Bucket: mailwavev1.BucketAudits, Description: "latest authentication audit of every sending domain",
+			History: 5, Storage: storage, Replicas: r},
 		{Bucket: mailwavev1.BucketMessages, Description: "what the platform remembers of every planned message",
 			History: 1, TTL: mailwavev1.MessagesTTL, Storage: storage, Replicas: r},
 	}

@@ -37,6 +37,7 @@ type Common struct {
 	LogLevel     string        `env:"MW_LOG_LEVEL" flag:"log-level" default:"info" usage:"debug, info, warn or error"`
 	Replicas     int           `env:"MW_STREAM_REPLICAS" default:"1" usage:"replicas of JetStream streams and buckets (3 on a production cluster)"`
 	DrainTimeout time.Duration `env:"MW_DRAIN_TIMEOUT" default:"25s" usage:"how long SIGTERM waits for in-flight work"`
+	AckWait      time.Duration `env:"MW_ACK_WAIT" usage:"redelivery delay of a message whose consumer died (default per consumer: 1m, 2m for the sender); the same for every service"`
 }
 
 // Validate checks the common settings; errors name the variable.
@@ -60,6 +61,9 @@ func (c *Common) Validate() error {
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return config.Errorf("MW_STREAM_REPLICAS", "must be between 1 and 5, got %d", c.Replicas)
+	}
+	if c.AckWait != 0 && c.AckWait < time.Second {
+		return config.Errorf("MW_ACK_WAIT", "must be at least 1s")
 	}
 	if c.DrainTimeout <= 0 {
 		return config.Errorf("MW_DRAIN_TIMEOUT", "must be positive")
@@ -157,6 +161,7 @@ func Open(ctx context.Context, name string, c Common, log *slog.Logger) (*Runtim
 	}
 	topo := events.DefaultTopology()
 	topo.Replicas = c.Replicas
+	topo.AckWait = c.AckWait
 	if err := events.Setup(ctx, js, topo); err != nil {
 		nc.Close()
 		return nil, err

@@ -172,7 +172,9 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 		return nil
 	}
 	start := time.Now()
+	stopProgress := s.keepInProgress(m)
 	o := s.attempt(ctx, d)
+	stopProgress()
 	if o.paused != nil {
 		s.held.WithLabelValues(o.provider).Inc()
 		return s.schedule(ctx, m.Subject, d, now.Add(s.pauseRecheck(o.paused, now)))
@@ -202,6 +204,30 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 	retry.Attempt = attempt + 1
 	retry.LastReason, retry.LastSmtpCode, retry.LastEnhancedCode, retry.LastResponse = o.reason, int32(o.code), o.enhanced, o.text
 	return s.schedule(ctx, m.Subject, retry, next)
+}
+
+// keepInProgress tells JetStream, while an SMTP conversation runs, that the
+// message is being worked on, so a slow server (RFC 5321 allows 10 minutes
+// for the final reply) does not get it redelivered to another replica.
+func (s *sender) keepInProgress(m *events.Msg[*mailwavev1.DispatchMessage]) (stop func()) {
+	every := 40 * time.Second
+	if s.cfg.AckWait > 0 {
+		every = s.cfg.AckWait / 3
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // schedule parks d until at as a JetStream message schedule on its retry
