@@ -49,6 +49,11 @@ type Options struct {
 	// share every limit through Redis, as pods do. Their HTTP addresses
 	// are "sender", "sender-2", …
 	SenderReplicas int
+	// NoSender starts no sender in process (a test runs sender processes
+	// of its own against the stack's NATS and Redis).
+	NoSender bool
+	// AckWait is every consumer's redelivery delay (0: their defaults).
+	AckWait time.Duration
 	// SenderWorkers is the sender's concurrency (default 64).
 	SenderWorkers int
 	// Logger receives every service's logs.
@@ -107,7 +112,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	s.VERPKey = hex.EncodeToString(key[:])
 	common := service.Common{
 		NATSURL: s.NATSURL, RedisURL: s.RedisURL, HTTPAddr: "127.0.0.1:0", LogLevel: "info",
-		Replicas: 1, DrainTimeout: 20 * time.Second,
+		Replicas: 1, DrainTimeout: 20 * time.Second, AckWait: o.AckWait,
 	}
 	pcfg := planner.Config{Common: common, VERPKeys: []string{s.VERPKey}, Pool: "default",
 		SourceIPs: o.SourceIPs, HeloNames: o.HeloNames, BounceDomain: o.BounceDomain, MaxAge: 72 * time.Hour, Workers: 4}
@@ -148,7 +153,11 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	start("planner", func(ctx context.Context, l *slog.Logger, op service.Options) error {
 		return planner.Run(ctx, pcfg, l, op)
 	})
-	for i := range max(o.SenderReplicas, 1) {
+	replicas := max(o.SenderReplicas, 1)
+	if o.NoSender {
+		replicas = 0
+	}
+	for i := range replicas {
 		name := "sender"
 		if i > 0 {
 			name = fmt.Sprintf("sender-%d", i+1)
