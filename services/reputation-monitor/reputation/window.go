@@ -219,7 +219,7 @@ for i = 0, ns - 1 do
   end
   redis.call('EXPIRE', mk, mttl)
   redis.call('EXPIRE', hk, httl)
-  redis.call('ZADD', KEYS[2], score, ARGV[7 + 2 * nc + i])
+  redis.call('ZADD', KEYS[2], 'GT', score, ARGV[7 + 2 * nc + i])
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(score) - 691200)
 return 1
