@@ -17,14 +17,15 @@ import (
 
 // startSenderProcess runs the sender binary against the stack, as a pod
 // would, so the test can kill it for real.
-func startSenderProcess(t *testing.T, bin string, e *env, name string) *exec.Cmd {
+func startSenderProcess(t *testing.T, bin string, e *env, name string, extraEnv ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(),
 		"NATS_URL="+e.st.NATSURL, "REDIS_URL="+e.st.RedisURL, "MW_HTTP_ADDR=127.0.0.1:0",
 		"MW_DNS_SERVER="+e.sim.DNSAddr(), fmt.Sprintf("MW_SMTP_PORT=%d", e.sim.SMTPPort()),
-		"MW_ACK_WAIT=3s", "MW_SENDER_WORKERS=8", "MW_RETRY_INTERVAL=1s", "MW_RETRY_MAX=1s",
+		"MW_ACK_WAIT=3s", "MW_SENDER_WORKERS=8", "MW_RETRY_MAX=1s",
 		"MW_HELO_NAME=mta2.mailwave.test", "MW_LOG_LEVEL=warn")
+	cmd.Env = append(cmd.Env, extraEnv...)
 	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
 	if err != nil {
 		t.Fatal(err)
@@ -61,8 +62,15 @@ func TestKillASenderMidBatch(t *testing.T) {
 	// A slow provider keeps messages in flight long enough to kill a
 	// replica in the middle of the batch.
 	e.sim.Provider("google").SetSlow(ispsim.SlowConfig{Command: 15 * time.Millisecond})
-	victim := startSenderProcess(t, bin, e, "sender-a")
-	startSenderProcess(t, bin, e, "sender-b")
+	// The batch is about crashes, not shaping: Google's shipped limits
+	// would spread it over minutes (and the killed replica's connection
+	// leases hold slots until they expire).
+	shapingFile := filepath.Join(t.TempDir(), "shaping.yaml")
+	if err := os.WriteFile(shapingFile, []byte("providers:\n  google: {max_connections: 50, messages_per_second: 1000, messages_per_minute: 60000, messages_per_hour: 1000000, connections_per_minute: 1000}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	victim := startSenderProcess(t, bin, e, "sender-a", "MW_SHAPING_FILE="+shapingFile)
+	startSenderProcess(t, bin, e, "sender-b", "MW_SHAPING_FILE="+shapingFile)
 
 	const n = 200
 	rcpts := make([]*mailwavev1.Recipient, n)

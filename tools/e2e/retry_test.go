@@ -16,7 +16,6 @@ import (
 
 func fastRetries(o *stack.Options) {
 	o.TuneSender = func(c *sender.Config) {
-		c.RetryInterval = time.Second
 		c.RetryMax = time.Second
 	}
 }

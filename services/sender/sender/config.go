@@ -12,6 +12,7 @@ import (
 	"github.com/mailwave/mailwave/pkg/config"
 	"github.com/mailwave/mailwave/pkg/response"
 	"github.com/mailwave/mailwave/pkg/service"
+	"github.com/mailwave/mailwave/pkg/shaping"
 )
 
 // Config is the sender's configuration.
@@ -30,17 +31,18 @@ type Config struct {
 	MaxPerConnection int `env:"MW_MAX_PER_CONNECTION" default:"100" usage:"messages sent on one SMTP session before it is closed"`
 	// IdleTimeout closes a reusable session nobody used for this long.
 	IdleTimeout time.Duration `env:"MW_SMTP_IDLE_TIMEOUT" default:"15s" usage:"how long an idle SMTP session is kept for reuse"`
-	// RetryInterval is the first retry delay after a temporary failure no
-	// response rule gives an interval for; it doubles per attempt.
-	// RetryMax caps every retry delay, the rules' included.
-	RetryInterval time.Duration `env:"MW_RETRY_INTERVAL" default:"15m" usage:"first retry delay when no response rule names one; doubles per attempt"`
-	RetryMax      time.Duration `env:"MW_RETRY_MAX" default:"30h" usage:"longest retry delay, the response rules' included"`
+	// RetryMax caps every retry delay: the response rules' and the
+	// shaping policy's (which gives the interval per reason and attempt
+	// when no rule names one).
+	RetryMax time.Duration `env:"MW_RETRY_MAX" default:"30h" usage:"longest retry delay, the response rules' and the shaping policy's included"`
 	// PauseRecheck is how often a message held by a pause is looked at
 	// again: the longest a resume can take to release it.
 	PauseRecheck time.Duration `env:"MW_PAUSE_RECHECK" default:"30s" usage:"how often a paused message is looked at again"`
 	// ResponseRules is a YAML file of SMTP response rules; empty uses the
 	// shipped rules.
 	ResponseRules string `env:"MW_RESPONSE_RULES" flag:"response-rules" usage:"YAML file of SMTP response rules (default: the shipped rules)"`
+	// ShapingFile is the YAML shaping policy laid over the shipped one.
+	ShapingFile string `env:"MW_SHAPING_FILE" flag:"shaping" usage:"YAML shaping policy laid over the shipped defaults (limits per provider, IP and tenant; retry intervals)"`
 }
 
 // Validate checks the configuration; errors name the variable.
@@ -65,12 +67,17 @@ func (c *Config) Validate() error {
 	if c.IdleTimeout <= 0 {
 		return config.Errorf("MW_SMTP_IDLE_TIMEOUT", "must be positive")
 	}
-	if c.RetryInterval <= 0 || c.RetryMax < c.RetryInterval {
-		return config.Errorf("MW_RETRY_INTERVAL", "must be positive and not above MW_RETRY_MAX")
+	if c.RetryMax < time.Second {
+		return config.Errorf("MW_RETRY_MAX", "must be at least 1s")
 	}
 	if c.ResponseRules != "" {
 		if _, err := response.Load(c.ResponseRules); err != nil {
 			return config.Errorf("MW_RESPONSE_RULES", "%v", err)
+		}
+	}
+	if c.ShapingFile != "" {
+		if _, err := shaping.Load(c.ShapingFile); err != nil {
+			return config.Errorf("MW_SHAPING_FILE", "%v", err)
 		}
 	}
 	if c.PauseRecheck < time.Second {

@@ -97,6 +97,8 @@ type decision struct {
 	paused *mailwavev1.PolicyChange
 	// factor multiplies the shaping rates (1 without throttle).
 	factor float64
+	// pinPerHour fixes the rate when a person pinned it (0: not pinned).
+	pinPerHour float64
 }
 
 // scopesOf lists the policy keys that apply to a message going to
@@ -157,6 +159,10 @@ func (p *policies) decide(d *mailwavev1.DispatchMessage, provider string, now ti
 		case mailwavev1.PolicyAction_POLICY_ACTION_THROTTLE:
 			if f := pc.GetRateFactor(); f > 0 && f < out.factor {
 				out.factor = f
+			}
+		case mailwavev1.PolicyAction_POLICY_ACTION_PIN_RATE:
+			if r := pc.GetRatePerHour(); r > 0 && (out.pinPerHour == 0 || r < out.pinPerHour) {
+				out.pinPerHour = r
 			}
 		}
 	}

@@ -18,8 +18,10 @@ import (
 
 	"github.com/mailwave/mailwave/pkg/events"
 	"github.com/mailwave/mailwave/pkg/mx"
+	"github.com/mailwave/mailwave/pkg/ratelimit"
 	"github.com/mailwave/mailwave/pkg/response"
 	"github.com/mailwave/mailwave/pkg/service"
+	"github.com/mailwave/mailwave/pkg/shaping"
 	"github.com/mailwave/mailwave/pkg/smtpclient"
 	mailwavev1 "github.com/mailwave/mailwave/proto/mailwave/v1"
 )
@@ -75,6 +77,10 @@ type sender struct {
 	attempts *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	held     *prometheus.CounterVec
+
+	shaping     *shaping.Policy
+	limiter     *ratelimit.Limiter
+	shapedCount *prometheus.CounterVec
 }
 
 func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, error) {
@@ -91,7 +97,19 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 		Name: "mailwave_sender_held_total",
 		Help: "Messages held back by a pause policy, by provider.",
 	}, []string{"provider"})
-	rt.Metrics.MustRegister(attempts, latency, held)
+	shapedCount := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mailwave_sender_shaped_total",
+		Help: "Messages that waited for a rate or connection limit, by provider and source IP.",
+	}, []string{"provider", "source_ip"})
+	rt.Metrics.MustRegister(attempts, latency, held, shapedCount)
+	var err error
+	limiter := ratelimit.New(rt.Redis, ratelimit.Options{})
+	pol := shaping.Default()
+	if cfg.ShapingFile != "" {
+		if pol, err = shaping.Load(cfg.ShapingFile); err != nil {
+			return nil, fmt.Errorf("sender: MW_SHAPING_FILE: %w", err)
+		}
+	}
 	routes, err := mx.NewResolver(cfg.DNSServer, mx.WithLogger(log))
 	if err != nil {
 		return nil, fmt.Errorf("sender: MW_DNS_SERVER: %w", err)
@@ -103,17 +121,20 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 		}
 	}
 	return &sender{
-		rules:    rules,
-		cfg:      cfg,
-		rt:       rt,
-		log:      log,
-		routes:   routes,
-		sessions: newSessions(cfg.MaxPerConnection),
-		policy:   newPolicies(log),
-		now:      time.Now,
-		attempts: attempts,
-		latency:  latency,
-		held:     held,
+		shaping:     pol,
+		limiter:     limiter,
+		shapedCount: shapedCount,
+		rules:       rules,
+		cfg:         cfg,
+		rt:          rt,
+		log:         log,
+		routes:      routes,
+		sessions:    newSessions(cfg.MaxPerConnection, limiter),
+		policy:      newPolicies(log),
+		now:         time.Now,
+		attempts:    attempts,
+		latency:     latency,
+		held:        held,
 	}, nil
 }
 
@@ -139,6 +160,10 @@ type outcome struct {
 	// paused is set when a policy holds the message: nothing was sent and
 	// no attempt is counted.
 	paused *mailwavev1.PolicyChange
+	// shaped is set when a rate or connection limit refused the message
+	// for now: nothing was sent, no attempt is counted, and it waits this
+	// long.
+	shaped time.Duration
 }
 
 func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchMessage]) error {
@@ -179,6 +204,15 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 		s.held.WithLabelValues(o.provider).Inc()
 		return s.schedule(ctx, m.Subject, d, now.Add(s.pauseRecheck(o.paused, now)))
 	}
+	if o.shaped > 0 {
+		s.shapedCount.WithLabelValues(o.provider, d.GetRouting().GetSourceIp()).Inc()
+		if o.shaped < 2*time.Second {
+			// A short wait is cheaper as a delayed redelivery than as a
+			// schedule (whose resolution is one second).
+			return events.Retry(o.shaped, errShapedWait)
+		}
+		return s.schedule(ctx, m.Subject, d, now.Add(o.shaped))
+	}
 	s.latency.WithLabelValues(o.provider).Observe(time.Since(start).Seconds())
 	s.attempts.WithLabelValues(eventWord(o.kind), o.provider, d.GetRouting().GetSourceIp()).Inc()
 	if o.kind == mailwavev1.EventKind_EVENT_KIND_DELIVERED {
@@ -187,10 +221,11 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 	if o.kind != mailwavev1.EventKind_EVENT_KIND_DEFERRED {
 		return s.publish(ctx, d, attempt, o, time.Time{})
 	}
-	delay := min(o.retry, s.cfg.RetryMax)
+	delay := o.retry
 	if delay == 0 {
-		delay = s.retryDelay(attempt)
+		delay = s.shaping.RetryAfter(o.reason, int(attempt))
 	}
+	delay = min(delay, s.cfg.RetryMax)
 	next := now.Add(delay)
 	if exp := d.GetExpiresAt(); exp != nil && next.After(exp.AsTime()) {
 		// The next attempt would come after the max age: wake it at the
@@ -244,6 +279,15 @@ func (s *sender) schedule(ctx context.Context, subject string, d *mailwavev1.Dis
 	return err
 }
 
+// shapingKey names the budget of a source IP towards a provider; an empty
+// source (the system's choice) is one budget of its own.
+func shapingKey(sourceIP, provider string) string {
+	if sourceIP == "" {
+		sourceIP = "default"
+	}
+	return sourceIP + "|" + provider
+}
+
 // deliveredKey marks a delivered message in Redis until its max age has
 // passed, so no copy of it is ever sent again.
 func deliveredKey(id string) string { return "mw:delivered:" + id }
@@ -278,14 +322,6 @@ func (s *sender) pauseRecheck(pc *mailwavev1.PolicyChange, now time.Time) time.D
 	return d
 }
 
-func (s *sender) retryDelay(attempt int32) time.Duration {
-	d := s.cfg.RetryInterval
-	for i := int32(1); i < attempt && d < s.cfg.RetryMax; i++ {
-		d *= 2
-	}
-	return min(d, s.cfg.RetryMax)
-}
-
 // attempt makes one delivery attempt through the MX hosts of the
 // recipient's domain, in preference order: a host that cannot be reached
 // passes to the next; an SMTP answer is final for this attempt.
@@ -307,13 +343,37 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 		}
 		return o
 	}
-	if dec := s.policy.decide(d, route.Provider, s.now()); dec.paused != nil {
+	dec := s.policy.decide(d, route.Provider, s.now())
+	if dec.paused != nil {
 		return outcome{paused: dec.paused, provider: route.Provider}
 	}
 	var source netip.Addr
 	if ip := d.GetRouting().GetSourceIp(); ip != "" {
 		source, _ = netip.ParseAddr(ip)
 	}
+	// Shaping: the limits of this source IP towards this provider (and
+	// tenant), scaled by any throttle in force, held across every replica
+	// in Redis. A refusal waits without an attempt being counted.
+	lim := s.shaping.Limits(route.Provider, d.GetRouting().GetSourceIp(), d.GetTenant())
+	if dec.pinPerHour > 0 {
+		lim = lim.Pin(dec.pinPerHour)
+	}
+	if dec.factor < 1 {
+		lim = lim.Scale(dec.factor)
+	}
+	if lim.Paused {
+		return outcome{shaped: s.cfg.PauseRecheck, provider: route.Provider}
+	}
+	budget := shapingKey(d.GetRouting().GetSourceIp(), route.Provider)
+	res, err := s.limiter.Allow(ctx, "msg:"+budget, 1, lim.MessageWindows()...)
+	if err != nil {
+		s.log.Warn("rate limit unavailable", "err", err)
+		return outcome{shaped: time.Second, provider: route.Provider}
+	}
+	if !res.Allowed {
+		return outcome{shaped: res.RetryAfter, provider: route.Provider}
+	}
+	gate := &connGate{limiter: s.limiter, key: budget, limits: lim}
 	helo := d.GetRouting().GetHeloName()
 	if helo == "" {
 		helo = s.cfg.HeloName
@@ -325,9 +385,13 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 	for _, host := range route.Hosts {
 		for _, ip := range host.Addrs {
 			addr := net.JoinHostPort(ip.String(), strconv.Itoa(s.cfg.SMTPPort))
-			res, err := s.sessions.send(ctx, sessionKey{source: source, addr: addr}, func() *smtpclient.Dialer {
+			res, err := s.sessions.send(ctx, sessionKey{source: source, addr: addr}, gate, func() *smtpclient.Dialer {
 				return &smtpclient.Dialer{LocalAddr: source, HelloName: helo}
 			}, host.Name, d.GetReturnPath(), d.GetRecipient(), d.GetData())
+			var shaped *shapedError
+			if errors.As(err, &shaped) {
+				return outcome{shaped: shaped.after, provider: route.Provider}
+			}
 			o := classify(s.rules, response.Answer{Provider: route.Provider, SendingDomain: d.GetRouting().GetSendingDomain(),
 				RecipientDomain: domain}, res, err)
 			o.remoteMX, o.remoteIP, o.provider = host.Name, ip.String(), route.Provider

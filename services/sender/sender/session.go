@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailwave/mailwave/pkg/ratelimit"
 	"github.com/mailwave/mailwave/pkg/response"
 	"github.com/mailwave/mailwave/pkg/smtpclient"
 	mailwavev1 "github.com/mailwave/mailwave/proto/mailwave/v1"
@@ -21,59 +22,91 @@ type sessionKey struct {
 
 type idle struct {
 	c     *smtpclient.Client
+	lease *ratelimit.Lease
 	since time.Time
 }
 
-// sessions keeps idle SMTP sessions for reuse, up to maxPer messages each.
+// sessions keeps idle SMTP sessions for reuse, up to maxPer messages each
+// (or the shaping policy's lower cap), with the connection lease each one
+// holds.
 type sessions struct {
-	maxPer int
-	mu     sync.Mutex
-	idle   map[sessionKey][]idle
+	maxPer  int
+	limiter *ratelimit.Limiter
+	mu      sync.Mutex
+	idle    map[sessionKey][]idle
 }
 
-func newSessions(maxPer int) *sessions {
-	return &sessions{maxPer: maxPer, idle: map[sessionKey][]idle{}}
+func newSessions(maxPer int, limiter *ratelimit.Limiter) *sessions {
+	return &sessions{maxPer: maxPer, limiter: limiter, idle: map[sessionKey][]idle{}}
 }
 
-func (s *sessions) take(k sessionKey) *smtpclient.Client {
+func (s *sessions) take(k sessionKey) (idle, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	list := s.idle[k]
 	if len(list) == 0 {
-		return nil
+		return idle{}, false
 	}
-	c := list[len(list)-1].c
+	it := list[len(list)-1]
 	s.idle[k] = list[:len(list)-1]
-	return c
+	return it, true
 }
 
-func (s *sessions) put(k sessionKey, c *smtpclient.Client) {
-	if c.Sent() >= s.maxPer {
-		_ = c.Quit(context.Background())
+func (s *sessions) put(k sessionKey, it idle, maxPer int) {
+	if maxPer <= 0 || maxPer > s.maxPer {
+		maxPer = s.maxPer
+	}
+	if it.c.Sent() >= maxPer || it.c.Closed() {
+		s.close(it)
 		return
 	}
+	// Keep the slot while the session lives.
+	if it.lease != nil && time.Until(it.lease.Expires) < leaseTTL/2 {
+		if l, err := s.limiter.Renew(context.Background(), *it.lease, leaseTTL); err == nil {
+			it.lease = &l
+		}
+	}
+	it.since = time.Now()
 	s.mu.Lock()
-	s.idle[k] = append(s.idle[k], idle{c: c, since: time.Now()})
+	s.idle[k] = append(s.idle[k], it)
 	s.mu.Unlock()
+}
+
+// close ends a session and frees its connection slot.
+func (s *sessions) close(it idle) {
+	if !it.c.Closed() {
+		_ = it.c.Quit(context.Background())
+	}
+	if it.lease != nil {
+		_ = s.limiter.Release(context.Background(), *it.lease)
+	}
 }
 
 // send delivers one message on a reused or new session. A session that
 // failed at the network level is closed; one that answered is kept.
-func (s *sessions) send(ctx context.Context, k sessionKey, dialer func() *smtpclient.Dialer, serverName, from, rcpt string, data []byte) (*smtpclient.Result, error) {
+func (s *sessions) send(ctx context.Context, k sessionKey, gate *connGate, dialer func() *smtpclient.Dialer, serverName, from, rcpt string, data []byte) (*smtpclient.Result, error) {
 	for {
-		c := s.take(k)
-		reused := c != nil
-		if c == nil {
-			var err error
-			c, err = dialer().Dial(ctx, k.addr, serverName)
+		it, reused := s.take(k)
+		if !reused {
+			lease, err := gate.open(ctx)
 			if err != nil {
 				return nil, err
 			}
+			c, err := dialer().Dial(ctx, k.addr, serverName)
+			if err != nil {
+				if lease != nil {
+					_ = s.limiter.Release(context.Background(), *lease)
+				}
+				return nil, err
+			}
+			it = idle{c: c, lease: lease}
 		}
+		c := it.c
 		res, err := c.Send(ctx, from, []string{rcpt}, data, smtpclient.SendOptions{})
 		var se *smtpclient.Error
 		if err != nil && !(errors.As(err, &se) && se.Code > 0) {
 			_ = c.Close()
+			s.close(it)
 			if reused && (se == nil || !se.MaybeDelivered()) {
 				// The server closed an idle session before the content
 				// went out: not the message's fault, and nothing was
@@ -85,9 +118,10 @@ func (s *sessions) send(ctx context.Context, k sessionKey, dialer func() *smtpcl
 		if err != nil && se.Code == 421 {
 			// 421 closes the session (RFC 5321 §3.8).
 			_ = c.Close()
+			s.close(it)
 			return nil, err
 		}
-		s.put(k, c)
+		s.put(k, it, gate.maxPerConnection())
 		return res, err
 	}
 }
@@ -101,13 +135,13 @@ func (s *sessions) reapIdle(ctx context.Context, timeout time.Duration) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			var stale []*smtpclient.Client
+			var stale []idle
 			s.mu.Lock()
 			for k, list := range s.idle {
 				kept := list[:0]
 				for _, it := range list {
 					if now.Sub(it.since) > timeout {
-						stale = append(stale, it.c)
+						stale = append(stale, it)
 					} else {
 						kept = append(kept, it)
 					}
@@ -115,8 +149,8 @@ func (s *sessions) reapIdle(ctx context.Context, timeout time.Duration) {
 				s.idle[k] = kept
 			}
 			s.mu.Unlock()
-			for _, c := range stale {
-				_ = c.Quit(context.Background())
+			for _, it := range stale {
+				s.close(it)
 			}
 		}
 	}
@@ -129,7 +163,7 @@ func (s *sessions) closeAll() {
 	s.mu.Unlock()
 	for _, list := range all {
 		for _, it := range list {
-			_ = it.c.Quit(context.Background())
+			s.close(it)
 		}
 	}
 }
