@@ -95,16 +95,13 @@ func (d *Decider) Watch(ctx context.Context) error {
 }
 
 func (d *Decider) observe(e jetstream.KeyValueEntry) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if old, ok := d.byKey[e.Key()]; ok && old.rev > e.Revision() {
-		return
-	}
-	if old, ok := d.byKey[e.Key()]; ok {
-		d.factor.DeleteLabelValues(e.Key(), actionWord(old.pc.GetAction()))
-	}
 	if e.Operation() != jetstream.KeyValuePut {
-		delete(d.byKey, e.Key())
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if old, ok := d.byKey[e.Key()]; ok && old.rev <= e.Revision() {
+			d.factor.DeleteLabelValues(e.Key(), actionWord(old.pc.GetAction()))
+			delete(d.byKey, e.Key())
+		}
 		return
 	}
 	pc := &mailwavev1.PolicyChange{}
@@ -112,7 +109,22 @@ func (d *Decider) observe(e jetstream.KeyValueEntry) {
 		d.Log.Warn("undecodable policy", "key", e.Key(), "err", err)
 		return
 	}
-	d.byKey[e.Key()] = entry{pc: pc, rev: e.Revision()}
+	d.remember(e.Key(), pc, e.Revision())
+}
+
+// remember sets key's mirrored policy unless the mirror already holds a
+// newer revision.
+func (d *Decider) remember(key string, pc *mailwavev1.PolicyChange, rev uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old, ok := d.byKey[key]
+	if ok && old.rev >= rev {
+		return
+	}
+	if ok {
+		d.factor.DeleteLabelValues(key, actionWord(old.pc.GetAction()))
+	}
+	d.byKey[key] = entry{pc: pc, rev: rev}
 	v := 1.0
 	switch pc.GetAction() {
 	case mailwavev1.PolicyAction_POLICY_ACTION_PAUSE:
@@ -122,7 +134,7 @@ func (d *Decider) observe(e jetstream.KeyValueEntry) {
 	case mailwavev1.PolicyAction_POLICY_ACTION_PIN_RATE:
 		v = pc.GetRatePerHour()
 	}
-	d.factor.WithLabelValues(e.Key(), actionWord(pc.GetAction())).Set(v)
+	d.factor.WithLabelValues(key, actionWord(pc.GetAction())).Set(v)
 }
 
 func actionWord(a mailwavev1.PolicyAction) string {
@@ -156,8 +168,15 @@ func (d *Decider) Write(ctx context.Context, pc *mailwavev1.PolicyChange, rev ui
 	return WritePolicy(ctx, d.KV, d.Pub, pc, rev, d.observeWritten(pc))
 }
 
+// observeWritten counts a written change and puts it in the mirror at
+// once: the decider reads its own writes, so a decision taken right after
+// never starts from the value it just replaced (the watch delivers the
+// same revision later, and observe ignores what is not newer).
 func (d *Decider) observeWritten(pc *mailwavev1.PolicyChange) func(uint64) {
-	return func(uint64) { d.decisions.WithLabelValues(pc.GetDecidedBy(), actionWord(pc.GetAction())).Inc() }
+	return func(rev uint64) {
+		d.decisions.WithLabelValues(pc.GetDecidedBy(), actionWord(pc.GetAction())).Inc()
+		d.remember(mailwavev1.PolicyKey(pc.GetScope()), pc, rev)
+	}
 }
 
 // WritePolicy stores pc under its scope's key with a compare-and-set on
