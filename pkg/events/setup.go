@@ -149,6 +149,8 @@ func (t Topology) Consumers() map[string]ConsumerSpec {
 		mailwavev1.ConsumerInboundDSN: durable(mailwavev1.StreamInbound, mailwavev1.ConsumerInboundDSN,
 			[]string{mailwavev1.SubjectInbound(mailwavev1.InboundKind_INBOUND_KIND_DSN),
 				mailwavev1.SubjectInbound(mailwavev1.InboundKind_INBOUND_KIND_REPLY)}, time.Minute, 1000),
+		mailwavev1.ConsumerInboundDSNEvents: durable(mailwavev1.StreamEvents, mailwavev1.ConsumerInboundDSNEvents,
+			[]string{"mail.event." + mailwavev1.EventKindWord(mailwavev1.EventKind_EVENT_KIND_DELIVERED) + ".>"}, time.Minute, 5000),
 		mailwavev1.ConsumerFBLParser: durable(mailwavev1.StreamInbound, mailwavev1.ConsumerFBLParser,
 			[]string{mailwavev1.SubjectInbound(mailwavev1.InboundKind_INBOUND_KIND_FBL)}, time.Minute, 1000),
 		// The monitor reads outcomes only: policy changes and alerts share

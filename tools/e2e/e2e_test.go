@@ -71,6 +71,14 @@ func startWith(t *testing.T, clock ispsim.Clock, tune func(*stack.Options)) *env
 	if err != nil {
 		t.Fatal(err)
 	}
+	bounceDomain := opts.BounceDomain
+	if bounceDomain == "" {
+		bounceDomain = stack.DefaultBounceDomain
+	}
+	// DSNs the simulator sends to return paths reach inbound-dsn.
+	if err := sim.SetRoute(bounceDomain, st.InboundDSN); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		if err := st.Stop(); err != nil {
 			t.Errorf("stack stop: %v", err)
@@ -121,7 +129,11 @@ func (e *env) terminal(t *testing.T, tenant, requestID string, want int) map[str
 			}
 		}
 	}
-	t.Fatalf("timed out with %d of %d terminal events: %v", len(out), want, out)
+	kinds := map[mailwavev1.EventKind]int{}
+	for _, ev := range out {
+		kinds[ev.GetKind()]++
+	}
+	t.Fatalf("timed out with %d of %d terminal events: %v", len(out), want, kinds)
 	return nil
 }
 

@@ -43,7 +43,9 @@ type Options struct {
 	SMTPPort  int
 	// SourceIPs and HeloNames are the pool's addresses (127.0.0.x locally).
 	SourceIPs, HeloNames []string
-	// BounceDomain receives bounces (VERP return paths).
+	// BounceDomain receives bounces (VERP return paths); empty means the
+	// planner's default, bounces.<sending domain>, and inbound-dsn then
+	// takes mail for DefaultBounceDomain.
 	BounceDomain string
 	// SenderReplicas is the number of sender replicas (default 1); they
 	// share every limit through Redis, as pods do. Their HTTP addresses
@@ -61,6 +63,15 @@ type Options struct {
 	// Tune, when set, adjusts each service's configuration before start.
 	TunePlanner func(*planner.Config)
 	TuneSender  func(*sender.Config)
+	// TuneReputation adjusts the reputation monitor (policy file,
+	// intervals, domains to audit).
+	TuneReputation func(*reputation.Config)
+	// TuneInbound and TuneFBL adjust inbound-dsn and fbl-parser.
+	TuneInbound func(*inbounddsn.Config)
+	TuneFBL     func(*fblparser.Config)
+	// NoReputation starts no reputation monitor in process (a test runs,
+	// stops and restarts its own against the stack's NATS and Redis).
+	NoReputation bool
 }
 
 // Stack is a running platform.
@@ -74,6 +85,9 @@ type Stack struct {
 	VERPKey string
 	// HTTP maps each service to its /healthz, /readyz and /metrics address.
 	HTTP map[string]string
+	// InboundDSN is the address of inbound-dsn's SMTP receiver: route the
+	// bounce domain there (ispsim's SetRoute) so DSNs reach it.
+	InboundDSN string
 
 	nats   *server.Server
 	redis  *embedded.Redis
@@ -82,6 +96,10 @@ type Stack struct {
 	mu     sync.Mutex
 	errs   []error
 }
+
+// DefaultBounceDomain is the bounce domain of the simulator's sending
+// domain, mailwave.test, as the planner derives it.
+const DefaultBounceDomain = "bounces.mailwave.test"
 
 // Start brings the platform up and returns once every service is ready.
 // Stop shuts it down.
@@ -121,14 +139,30 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	}
 	scfg := sender.Config{Common: common, DNSServer: o.DNSServer, SMTPPort: o.SMTPPort, HeloName: "mailwave.localhost",
 		Workers: max(o.SenderWorkers, 1), MaxPerConnection: 100, IdleTimeout: 15 * time.Second,
-		RetryInterval: 15 * time.Minute, RetryMax: 30 * time.Hour, PauseRecheck: 2 * time.Second}
+		RetryMax: 30 * time.Hour, PauseRecheck: 2 * time.Second}
 	if o.SenderWorkers == 0 {
 		scfg.Workers = 64
 	}
 	if o.TuneSender != nil {
 		o.TuneSender(&scfg)
 	}
-	for _, v := range []service.Validator{&pcfg, &scfg} {
+	bounceDomain := o.BounceDomain
+	if bounceDomain == "" {
+		bounceDomain = DefaultBounceDomain
+	}
+	inboundAddr := make(chan net.Addr, 1)
+	icfg := inbounddsn.Config{Common: common, SMTPAddr: "127.0.0.1:0", BounceDomains: []string{bounceDomain},
+		VERPKeys: []string{s.VERPKey}, MaxMessageBytes: 983040, MaxConnsPerIP: 10, MaxConns: 100,
+		SessionTimeout: time.Minute, CommandTimeout: 30 * time.Second, Workers: 4,
+		OnSMTPListen: func(a net.Addr) { inboundAddr <- a }}
+	if o.TuneInbound != nil {
+		o.TuneInbound(&icfg)
+	}
+	fcfg := fblparser.Config{Common: common}
+	if o.TuneFBL != nil {
+		o.TuneFBL(&fcfg)
+	}
+	for _, v := range []service.Validator{&pcfg, &scfg, &icfg, &fcfg} {
 		if err := v.Validate(); err != nil {
 			s.shutdownInfra()
 			return nil, err
@@ -167,14 +201,22 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		})
 	}
 	start("inbound-dsn", func(ctx context.Context, l *slog.Logger, op service.Options) error {
-		return inbounddsn.Run(ctx, inbounddsn.Config{Common: common}, l, op)
+		return inbounddsn.Run(ctx, icfg, l, op)
 	})
 	start("fbl-parser", func(ctx context.Context, l *slog.Logger, op service.Options) error {
-		return fblparser.Run(ctx, fblparser.Config{Common: common}, l, op)
+		return fblparser.Run(ctx, fcfg, l, op)
 	})
-	start("reputation-monitor", func(ctx context.Context, l *slog.Logger, op service.Options) error {
-		return reputation.Run(ctx, reputation.Config{Common: common}, l, op)
-	})
+	if !o.NoReputation {
+		// Blocklist and audit lookups go to the same DNS as the sender's,
+		// never to the machine's resolver.
+		rcfg := reputation.Config{Common: common, DNSServer: o.DNSServer, SourceIPs: o.SourceIPs}
+		if o.TuneReputation != nil {
+			o.TuneReputation(&rcfg)
+		}
+		start("reputation-monitor", func(ctx context.Context, l *slog.Logger, op service.Options) error {
+			return reputation.Run(ctx, rcfg, l, op)
+		})
+	}
 	for name, ch := range ready {
 		select {
 		case a, ok := <-ch:
@@ -187,6 +229,13 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 			_ = s.Stop()
 			return nil, fmt.Errorf("stack: %s did not start in 30s", name)
 		}
+	}
+	select {
+	case a := <-inboundAddr:
+		s.InboundDSN = a.String()
+	default:
+		_ = s.Stop()
+		return nil, errors.New("stack: inbound-dsn is ready but did not say where it listens")
 	}
 	if err := s.waitReady(ctx); err != nil {
 		_ = s.Stop()

@@ -51,10 +51,13 @@ const (
 
 // Durable consumer names.
 const (
-	ConsumerPlanner           = "planner"
-	ConsumerPlannerEvents     = "planner-events"
-	ConsumerSender            = "sender"
-	ConsumerInboundDSN        = "inbound-dsn"
+	ConsumerPlanner       = "planner"
+	ConsumerPlannerEvents = "planner-events"
+	ConsumerSender        = "sender"
+	ConsumerInboundDSN    = "inbound-dsn"
+	// ConsumerInboundDSNEvents reads delivered events: a delivery resets
+	// the recipient's soft bounce count.
+	ConsumerInboundDSNEvents  = "inbound-dsn-events"
 	ConsumerFBLParser         = "fbl-parser"
 	ConsumerReputationMonitor = "reputation-monitor"
 )

@@ -79,6 +79,11 @@ func runPlatform(ctx context.Context, o options, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
+	// DSNs the simulator sends to return paths reach inbound-dsn.
+	if err := sim.SetRoute(stack.DefaultBounceDomain, st.InboundDSN); err != nil {
+		_ = st.Stop()
+		return err
+	}
 	defer func() {
 		fmt.Fprintln(stdout, "stopping: draining the services")
 		if err := st.Stop(); err != nil {
