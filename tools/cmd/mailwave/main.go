@@ -26,6 +26,7 @@ func commands() map[string]command {
 		"doctor":   {"audit SPF, DKIM, DMARC, reverse DNS and MX of a sending domain", runDoctor},
 		"classify": {"say what bounce, complaint and reply messages are and why delivery failed", runClassify},
 		"rules":    {"check SMTP response rules, or dry-run them on one answer", runRules},
+		"policy":   {"pause, resume or pin a rate by hand, or list the current policies", runPolicy},
 	}
 }
 
