@@ -274,9 +274,14 @@ type Routing struct {
 	// The recipient's domain.
 	RecipientDomain string `protobuf:"bytes,7,opt,name=recipient_domain,json=recipientDomain,proto3" json:"recipient_domain,omitempty"`
 	// A relay route name: deliver through a smarthost instead of MX.
-	RelayRoute    string `protobuf:"bytes,8,opt,name=relay_route,json=relayRoute,proto3" json:"relay_route,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RelayRoute string `protobuf:"bytes,8,opt,name=relay_route,json=relayRoute,proto3" json:"relay_route,omitempty"`
+	// The pool's other source addresses, in order of preference. When a
+	// policy pauses source_ip (a blocklist listing, block answers), the
+	// sender sends from the first of these that no policy pauses, so a
+	// listed IP stops sending without holding its mail.
+	FallbackSources []*SourceAddress `protobuf:"bytes,9,rep,name=fallback_sources,json=fallbackSources,proto3" json:"fallback_sources,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Routing) Reset() {
@@ -365,6 +370,66 @@ func (x *Routing) GetRelayRoute() string {
 	return ""
 }
 
+func (x *Routing) GetFallbackSources() []*SourceAddress {
+	if x != nil {
+		return x.FallbackSources
+	}
+	return nil
+}
+
+// SourceAddress is a sending IP and the EHLO name it greets with.
+type SourceAddress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ip            string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
+	HeloName      string                 `protobuf:"bytes,2,opt,name=helo_name,json=heloName,proto3" json:"helo_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SourceAddress) Reset() {
+	*x = SourceAddress{}
+	mi := &file_mailwave_v1_dispatch_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SourceAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SourceAddress) ProtoMessage() {}
+
+func (x *SourceAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_mailwave_v1_dispatch_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SourceAddress.ProtoReflect.Descriptor instead.
+func (*SourceAddress) Descriptor() ([]byte, []int) {
+	return file_mailwave_v1_dispatch_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SourceAddress) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *SourceAddress) GetHeloName() string {
+	if x != nil {
+		return x.HeloName
+	}
+	return ""
+}
+
 // MessageRecord is what the platform remembers of every planned message,
 // in the messages KV bucket under its message_id, so that a bounce or
 // complaint that arrives days later (carrying only the VERP token or our
@@ -404,7 +469,7 @@ type MessageRecord struct {
 
 func (x *MessageRecord) Reset() {
 	*x = MessageRecord{}
-	mi := &file_mailwave_v1_dispatch_proto_msgTypes[2]
+	mi := &file_mailwave_v1_dispatch_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +481,7 @@ func (x *MessageRecord) String() string {
 func (*MessageRecord) ProtoMessage() {}
 
 func (x *MessageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_mailwave_v1_dispatch_proto_msgTypes[2]
+	mi := &file_mailwave_v1_dispatch_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +494,7 @@ func (x *MessageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageRecord.ProtoReflect.Descriptor instead.
 func (*MessageRecord) Descriptor() ([]byte, []int) {
-	return file_mailwave_v1_dispatch_proto_rawDescGZIP(), []int{2}
+	return file_mailwave_v1_dispatch_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *MessageRecord) GetMessageId() string {
@@ -612,7 +677,7 @@ const file_mailwave_v1_dispatch_proto_rawDesc = "" +
 	"\rlast_response\x18\x16 \x01(\tR\flastResponse\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcc\x02\n" +
 	"\aRouting\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x1b\n" +
 	"\tsource_ip\x18\x02 \x01(\tR\bsourceIp\x12\x1b\n" +
@@ -622,7 +687,11 @@ const file_mailwave_v1_dispatch_proto_rawDesc = "" +
 	"\x04site\x18\x06 \x01(\tR\x04site\x12)\n" +
 	"\x10recipient_domain\x18\a \x01(\tR\x0frecipientDomain\x12\x1f\n" +
 	"\vrelay_route\x18\b \x01(\tR\n" +
-	"relayRoute\"\xa5\x06\n" +
+	"relayRoute\x12E\n" +
+	"\x10fallback_sources\x18\t \x03(\v2\x1a.mailwave.v1.SourceAddressR\x0ffallbackSources\"<\n" +
+	"\rSourceAddress\x12\x0e\n" +
+	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x1b\n" +
+	"\thelo_name\x18\x02 \x01(\tR\bheloName\"\xa5\x06\n" +
 	"\rMessageRecord\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1d\n" +
@@ -669,32 +738,34 @@ func file_mailwave_v1_dispatch_proto_rawDescGZIP() []byte {
 	return file_mailwave_v1_dispatch_proto_rawDescData
 }
 
-var file_mailwave_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_mailwave_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_mailwave_v1_dispatch_proto_goTypes = []any{
 	(*DispatchMessage)(nil),       // 0: mailwave.v1.DispatchMessage
 	(*Routing)(nil),               // 1: mailwave.v1.Routing
-	(*MessageRecord)(nil),         // 2: mailwave.v1.MessageRecord
-	nil,                           // 3: mailwave.v1.DispatchMessage.MetadataEntry
-	nil,                           // 4: mailwave.v1.MessageRecord.VarsEntry
-	(Priority)(0),                 // 5: mailwave.v1.Priority
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*SourceAddress)(nil),         // 2: mailwave.v1.SourceAddress
+	(*MessageRecord)(nil),         // 3: mailwave.v1.MessageRecord
+	nil,                           // 4: mailwave.v1.DispatchMessage.MetadataEntry
+	nil,                           // 5: mailwave.v1.MessageRecord.VarsEntry
+	(Priority)(0),                 // 6: mailwave.v1.Priority
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
 }
 var file_mailwave_v1_dispatch_proto_depIdxs = []int32{
-	5,  // 0: mailwave.v1.DispatchMessage.priority:type_name -> mailwave.v1.Priority
+	6,  // 0: mailwave.v1.DispatchMessage.priority:type_name -> mailwave.v1.Priority
 	1,  // 1: mailwave.v1.DispatchMessage.routing:type_name -> mailwave.v1.Routing
-	6,  // 2: mailwave.v1.DispatchMessage.created_at:type_name -> google.protobuf.Timestamp
-	6,  // 3: mailwave.v1.DispatchMessage.expires_at:type_name -> google.protobuf.Timestamp
-	6,  // 4: mailwave.v1.DispatchMessage.not_before:type_name -> google.protobuf.Timestamp
-	3,  // 5: mailwave.v1.DispatchMessage.metadata:type_name -> mailwave.v1.DispatchMessage.MetadataEntry
-	6,  // 6: mailwave.v1.MessageRecord.created_at:type_name -> google.protobuf.Timestamp
-	6,  // 7: mailwave.v1.MessageRecord.expires_at:type_name -> google.protobuf.Timestamp
-	4,  // 8: mailwave.v1.MessageRecord.vars:type_name -> mailwave.v1.MessageRecord.VarsEntry
-	5,  // 9: mailwave.v1.MessageRecord.priority:type_name -> mailwave.v1.Priority
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	7,  // 2: mailwave.v1.DispatchMessage.created_at:type_name -> google.protobuf.Timestamp
+	7,  // 3: mailwave.v1.DispatchMessage.expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 4: mailwave.v1.DispatchMessage.not_before:type_name -> google.protobuf.Timestamp
+	4,  // 5: mailwave.v1.DispatchMessage.metadata:type_name -> mailwave.v1.DispatchMessage.MetadataEntry
+	2,  // 6: mailwave.v1.Routing.fallback_sources:type_name -> mailwave.v1.SourceAddress
+	7,  // 7: mailwave.v1.MessageRecord.created_at:type_name -> google.protobuf.Timestamp
+	7,  // 8: mailwave.v1.MessageRecord.expires_at:type_name -> google.protobuf.Timestamp
+	5,  // 9: mailwave.v1.MessageRecord.vars:type_name -> mailwave.v1.MessageRecord.VarsEntry
+	6,  // 10: mailwave.v1.MessageRecord.priority:type_name -> mailwave.v1.Priority
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_mailwave_v1_dispatch_proto_init() }
@@ -709,7 +780,7 @@ func file_mailwave_v1_dispatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mailwave_v1_dispatch_proto_rawDesc), len(file_mailwave_v1_dispatch_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

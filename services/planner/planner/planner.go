@@ -210,6 +210,16 @@ func (p *planner) plan(ctx context.Context, req *mailwavev1.SendRequest, seq uin
 		if len(p.cfg.HeloNames) > 0 {
 			routing.HeloName = p.cfg.HeloNames[i]
 		}
+		// The pool's other IPs, in ring order from the chosen one: where
+		// the sender goes when a policy pauses the chosen IP.
+		for k := 1; k < n; k++ {
+			j := (i + k) % n
+			alt := &mailwavev1.SourceAddress{Ip: p.cfg.SourceIPs[j]}
+			if len(p.cfg.HeloNames) > 0 {
+				alt.HeloName = p.cfg.HeloNames[j]
+			}
+			routing.FallbackSources = append(routing.FallbackSources, alt)
+		}
 	}
 	d := &mailwavev1.DispatchMessage{
 		MessageId:         id,

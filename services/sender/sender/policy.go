@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	mailwavev1 "github.com/mailwave/mailwave/proto/mailwave/v1"
@@ -21,10 +22,19 @@ type policies struct {
 	mu    sync.RWMutex
 	byKey map[string]*mailwavev1.PolicyChange
 	ready chan struct{}
+	// known is the number of policies mirrored: what this replica holds
+	// itself to, for dashboards and for tests that wait for a watch.
+	known prometheus.Gauge
 }
 
-func newPolicies(log *slog.Logger) *policies {
-	return &policies{log: log, byKey: map[string]*mailwavev1.PolicyChange{}, ready: make(chan struct{})}
+func newPolicies(log *slog.Logger, reg prometheus.Registerer) *policies {
+	p := &policies{log: log, byKey: map[string]*mailwavev1.PolicyChange{}, ready: make(chan struct{}),
+		known: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mailwave_sender_policies",
+			Help: "Policies (pause, throttle, pinned rate) this replica has mirrored from the policy bucket.",
+		})}
+	reg.MustRegister(p.known)
+	return p
 }
 
 // watch follows the bucket until ctx ends. The first pass (every current
@@ -66,6 +76,7 @@ func (p *policies) watch(ctx context.Context, js jetstream.JetStream) error {
 func (p *policies) apply(e jetstream.KeyValueEntry) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer func() { p.known.Set(float64(len(p.byKey))) }()
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(p.byKey, e.Key())
 		return
@@ -102,8 +113,9 @@ type decision struct {
 }
 
 // scopesOf lists the policy keys that apply to a message going to
-// provider: each scope alone, and each scope at that provider.
-func scopesOf(d *mailwavev1.DispatchMessage, provider string) []string {
+// provider from sourceIP: each scope alone, and each scope at that
+// provider.
+func scopesOf(d *mailwavev1.DispatchMessage, sourceIP, provider string) []string {
 	r := d.GetRouting()
 	type sv struct {
 		kind  mailwavev1.ScopeKind
@@ -116,7 +128,7 @@ func scopesOf(d *mailwavev1.DispatchMessage, provider string) []string {
 		}
 	}
 	add(mailwavev1.ScopeKind_SCOPE_KIND_POOL, r.GetPool())
-	add(mailwavev1.ScopeKind_SCOPE_KIND_SOURCE_IP, r.GetSourceIp())
+	add(mailwavev1.ScopeKind_SCOPE_KIND_SOURCE_IP, sourceIP)
 	add(mailwavev1.ScopeKind_SCOPE_KIND_SENDING_DOMAIN, r.GetSendingDomain())
 	add(mailwavev1.ScopeKind_SCOPE_KIND_TENANT, d.GetTenant())
 	add(mailwavev1.ScopeKind_SCOPE_KIND_BRAND, d.GetBrand())
@@ -134,16 +146,16 @@ func scopesOf(d *mailwavev1.DispatchMessage, provider string) []string {
 	return keys
 }
 
-// decide returns the decision for d at provider at instant now. Expired
-// policies no longer apply.
-func (p *policies) decide(d *mailwavev1.DispatchMessage, provider string, now time.Time) decision {
+// decide returns the decision for d sent from sourceIP to provider at
+// instant now. Expired policies no longer apply.
+func (p *policies) decide(d *mailwavev1.DispatchMessage, sourceIP, provider string, now time.Time) decision {
 	out := decision{factor: 1}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if len(p.byKey) == 0 {
 		return out
 	}
-	for _, k := range scopesOf(d, provider) {
+	for _, k := range scopesOf(d, sourceIP, provider) {
 		pc := p.byKey[k]
 		if pc == nil {
 			continue

@@ -1,6 +1,7 @@
 package sender
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -130,7 +131,7 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 		log:         log,
 		routes:      routes,
 		sessions:    newSessions(cfg.MaxPerConnection, limiter),
-		policy:      newPolicies(log),
+		policy:      newPolicies(log, rt.Metrics),
 		now:         time.Now,
 		attempts:    attempts,
 		latency:     latency,
@@ -149,6 +150,9 @@ type outcome struct {
 	reason   string
 	remoteMX string
 	remoteIP string
+	// sourceIP is the address the attempt was sent from (a fallback when
+	// a policy paused the routed one).
+	sourceIP string
 	provider string
 	tls      bool
 	signal   mailwavev1.Signal
@@ -205,7 +209,7 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 		return s.schedule(ctx, m.Subject, d, now.Add(s.pauseRecheck(o.paused, now)))
 	}
 	if o.shaped > 0 {
-		s.shapedCount.WithLabelValues(o.provider, d.GetRouting().GetSourceIp()).Inc()
+		s.shapedCount.WithLabelValues(o.provider, o.sourceIP).Inc()
 		if o.shaped < 2*time.Second {
 			// A short wait is cheaper as a delayed redelivery than as a
 			// schedule (whose resolution is one second).
@@ -214,7 +218,7 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 		return s.schedule(ctx, m.Subject, d, now.Add(o.shaped))
 	}
 	s.latency.WithLabelValues(o.provider).Observe(time.Since(start).Seconds())
-	s.attempts.WithLabelValues(eventWord(o.kind), o.provider, d.GetRouting().GetSourceIp()).Inc()
+	s.attempts.WithLabelValues(eventWord(o.kind), o.provider, o.sourceIP).Inc()
 	if o.kind == mailwavev1.EventKind_EVENT_KIND_DELIVERED {
 		s.markDelivered(ctx, d, now)
 	}
@@ -322,6 +326,28 @@ func (s *sender) pauseRecheck(pc *mailwavev1.PolicyChange, now time.Time) time.D
 	return d
 }
 
+// pickSource chooses the address to send d from: the routed source IP,
+// or, when a policy pauses it, the first of the pool's fallback sources
+// that no policy pauses. When every one is paused it returns the routed
+// source and the pause that holds it.
+func (s *sender) pickSource(d *mailwavev1.DispatchMessage, provider string, now time.Time) (*mailwavev1.SourceAddress, decision) {
+	r := d.GetRouting()
+	primary := &mailwavev1.SourceAddress{Ip: r.GetSourceIp(), HeloName: r.GetHeloName()}
+	dec := s.policy.decide(d, primary.GetIp(), provider, now)
+	if dec.paused == nil {
+		return primary, dec
+	}
+	for _, alt := range r.GetFallbackSources() {
+		if alt.GetIp() == "" || alt.GetIp() == primary.GetIp() {
+			continue
+		}
+		if ad := s.policy.decide(d, alt.GetIp(), provider, now); ad.paused == nil {
+			return alt, ad
+		}
+	}
+	return primary, dec
+}
+
 // attempt makes one delivery attempt through the MX hosts of the
 // recipient's domain, in preference order: a host that cannot be reached
 // passes to the next; an SMTP answer is final for this attempt.
@@ -343,18 +369,18 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 		}
 		return o
 	}
-	dec := s.policy.decide(d, route.Provider, s.now())
+	src, dec := s.pickSource(d, route.Provider, s.now())
 	if dec.paused != nil {
-		return outcome{paused: dec.paused, provider: route.Provider}
+		return outcome{paused: dec.paused, provider: route.Provider, sourceIP: src.GetIp()}
 	}
 	var source netip.Addr
-	if ip := d.GetRouting().GetSourceIp(); ip != "" {
+	if ip := src.GetIp(); ip != "" {
 		source, _ = netip.ParseAddr(ip)
 	}
 	// Shaping: the limits of this source IP towards this provider (and
 	// tenant), scaled by any throttle in force, held across every replica
 	// in Redis. A refusal waits without an attempt being counted.
-	lim := s.shaping.Limits(route.Provider, d.GetRouting().GetSourceIp(), d.GetTenant())
+	lim := s.shaping.Limits(route.Provider, src.GetIp(), d.GetTenant())
 	if dec.pinPerHour > 0 {
 		lim = lim.Pin(dec.pinPerHour)
 	}
@@ -362,25 +388,26 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 		lim = lim.Scale(dec.factor)
 	}
 	if lim.Paused {
-		return outcome{shaped: s.cfg.PauseRecheck, provider: route.Provider}
+		return outcome{shaped: s.cfg.PauseRecheck, provider: route.Provider, sourceIP: src.GetIp()}
 	}
-	budget := shapingKey(d.GetRouting().GetSourceIp(), route.Provider)
+	budget := shapingKey(src.GetIp(), route.Provider)
 	res, err := s.limiter.Allow(ctx, "msg:"+budget, 1, lim.MessageWindows()...)
 	if err != nil {
 		s.log.Warn("rate limit unavailable", "err", err)
-		return outcome{shaped: time.Second, provider: route.Provider}
+		return outcome{shaped: time.Second, provider: route.Provider, sourceIP: src.GetIp()}
 	}
 	if !res.Allowed {
-		return outcome{shaped: res.RetryAfter, provider: route.Provider}
+		return outcome{shaped: res.RetryAfter, provider: route.Provider, sourceIP: src.GetIp()}
 	}
 	gate := &connGate{limiter: s.limiter, key: budget, limits: lim}
-	helo := d.GetRouting().GetHeloName()
+	helo := src.GetHeloName()
 	if helo == "" {
 		helo = s.cfg.HeloName
 	}
 	last := outcome{
 		kind: mailwavev1.EventKind_EVENT_KIND_DEFERRED, class: mailwavev1.BounceClass_BOUNCE_CLASS_SOFT,
 		reason: "networkerror", provider: route.Provider, text: "no MX host reachable", phase: "connect",
+		sourceIP: src.GetIp(),
 	}
 	for _, host := range route.Hosts {
 		for _, ip := range host.Addrs {
@@ -390,11 +417,11 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 			}, host.Name, d.GetReturnPath(), d.GetRecipient(), d.GetData())
 			var shaped *shapedError
 			if errors.As(err, &shaped) {
-				return outcome{shaped: shaped.after, provider: route.Provider}
+				return outcome{shaped: shaped.after, provider: route.Provider, sourceIP: src.GetIp()}
 			}
 			o := classify(s.rules, response.Answer{Provider: route.Provider, SendingDomain: d.GetRouting().GetSendingDomain(),
 				RecipientDomain: domain}, res, err)
-			o.remoteMX, o.remoteIP, o.provider = host.Name, ip.String(), route.Provider
+			o.remoteMX, o.remoteIP, o.provider, o.sourceIP = host.Name, ip.String(), route.Provider, src.GetIp()
 			if o.phase != "connect" && o.phase != "greeting" {
 				return o
 			}
@@ -426,7 +453,7 @@ func (s *sender) publish(ctx context.Context, d *mailwavev1.DispatchMessage, att
 		Phase:             o.phase,
 		RemoteMx:          o.remoteMX,
 		RemoteIp:          o.remoteIP,
-		SourceIp:          r.GetSourceIp(),
+		SourceIp:          cmp.Or(o.sourceIP, r.GetSourceIp()),
 		Pool:              r.GetPool(),
 		SendingDomain:     r.GetSendingDomain(),
 		Provider:          o.provider,
