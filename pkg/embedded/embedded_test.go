@@ -2,6 +2,7 @@ package embedded_test
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -27,6 +28,22 @@ func TestInMemoryRedisKeysExpire(t *testing.T) {
 func TestRedisServerFromPath(t *testing.T) {
 	ctx := testenv.Context(t)
 	r, err := embedded.StartRedis(ctx, embedded.RedisOptions{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.Kind != embedded.RedisServer {
+		t.Skipf("redis-server not on PATH (got %s); CI installs it", r.Kind)
+	}
+	expireCheck(ctx, t, r.URL)
+}
+
+// make run keeps its data under a relative folder (.data/redis): the
+// server must start there too.
+func TestRedisServerInRelativeFolder(t *testing.T) {
+	t.Chdir(t.TempDir())
+	ctx := testenv.Context(t)
+	r, err := embedded.StartRedis(ctx, embedded.RedisOptions{Dir: filepath.Join(".data", "redis")})
 	if err != nil {
 		t.Fatal(err)
 	}

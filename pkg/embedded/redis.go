@@ -100,6 +100,13 @@ func startRedisServer(ctx context.Context, path, dir string) (*Redis, error) {
 }
 
 func runRedisServer(ctx context.Context, path, dir string, port int) (*Redis, error) {
+	// redis-server changes into --dir before it opens --logfile, so a
+	// relative folder (make run's .data/redis) would name the log twice
+	// over and stop the server at start.
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: redis folder: %w", err)
+	}
 	// exec.Command, not CommandContext: the server must outlive the start
 	// context and stop only on Close.
 	cmd := exec.Command(path,
