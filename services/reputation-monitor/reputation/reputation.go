@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -43,6 +44,12 @@ type Config struct {
 	SendingDomains []string `env:"MW_SENDING_DOMAINS" usage:"sending domains to audit and check against blocklists, comma separated"`
 	LinkDomains    []string `env:"MW_LINK_DOMAINS" usage:"link (tracking) domains to check against domain blocklists, comma separated"`
 	DKIMSelector   string   `env:"MW_DKIM_SELECTOR" usage:"DKIM selector the audit checks"`
+	// HeloNames are the EHLO names of SourceIPs, same order: the audit
+	// checks each IP's reverse DNS against its own.
+	HeloNames []string `env:"MW_HELO_NAMES" usage:"the EHLO name of each of MW_SOURCE_IPS, same order"`
+	// BounceDomain is the return-path domain the audit checks SPF and MX
+	// of; empty means bounces.<sending domain>, as the planner derives it.
+	BounceDomain string `env:"MW_BOUNCE_DOMAIN" usage:"return-path domain of the audited sending domains (default: bounces.<sending domain>)"`
 	// EvalInterval is how often scopes that counted new events are
 	// evaluated; SweepInterval how often every known scope is.
 	EvalInterval  time.Duration `env:"MW_EVAL_INTERVAL" default:"250ms" usage:"how often scopes with new events are evaluated"`
@@ -82,6 +89,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Workers < 0 {
 		return config.Errorf("MW_MONITOR_WORKERS", "must not be negative")
+	}
+	for _, ip := range c.SourceIPs {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			return config.Errorf("MW_SOURCE_IPS", "%v", err)
+		}
+	}
+	if len(c.HeloNames) > 0 && len(c.HeloNames) != len(c.SourceIPs) {
+		return config.Errorf("MW_HELO_NAMES", "%d names for %d source IPs: give one per IP, same order", len(c.HeloNames), len(c.SourceIPs))
 	}
 	if _, err := c.policy(); err != nil {
 		return config.Errorf("MW_POLICY_RULES", "%v", err)
