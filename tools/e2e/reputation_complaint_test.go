@@ -128,6 +128,9 @@ func TestComplaintSpikePausesTenantAtProviderWithinASecond(t *testing.T) {
 	if statusPolicy(t, st, tenantYahoo.Key()) != nil {
 		t.Errorf("a policy for yahoo")
 	}
+	if len(st.Rules) != 1 || st.Rules[0].Name != "complaint-pause" || st.Rules[0].Above != 0.06 {
+		t.Errorf("/v1/status rules %+v", st.Rules)
+	}
 	testenv.Eventually(t, 10*time.Second, func() bool {
 		v, ok := sample(t, mon, "mailwave_reputation_rate", rateLabels)
 		return ok && v == 0.1

@@ -105,6 +105,10 @@ func TestBlocklistListingMovesTrafficOffTheIPAndDelistingResumesIt(t *testing.T)
 	if st := status(t, mon); st.Listings[zen+" "+listed.String()] != "127.0.0.2" {
 		t.Errorf("/v1/status listings %v", st.Listings)
 	}
+	listedLabels := map[string]string{"zone": zen, "target": listed.String()}
+	if v, ok := sample(t, mon, "mailwave_reputation_dnsbl_listed", listedLabels); !ok || v != 1 {
+		t.Errorf("listed metric %v %v", v, ok)
+	}
 	testenv.Eventually(t, 10*time.Second, func() bool { return e.senderPolicies(t) == 1 }, "the sender did not mirror the pause")
 	rcpts := []string{"ann@gmail.com", "bob@yahoo.com", "cid@outlook.com", "dee@gmail.com", "eve@yahoo.com",
 		"fay@brightworks.example", "gus@gmail.com", "hal@yahoo.com"}
@@ -143,6 +147,9 @@ func TestBlocklistListingMovesTrafficOffTheIPAndDelistingResumesIt(t *testing.T)
 	f.waitAlert(t, "dnsbl_delisted", listed.String())
 	if st := status(t, mon); len(st.Listings) != 0 {
 		t.Errorf("/v1/status listings after delisting %v", st.Listings)
+	}
+	if _, ok := sample(t, mon, "mailwave_reputation_dnsbl_listed", listedLabels); ok {
+		t.Error("listed metric after delisting")
 	}
 
 	// Back at full traffic: the recipients routed to the IP leave from it
@@ -191,6 +198,9 @@ func TestBlocklistListingMovesTrafficOffTheIPAndDelistingResumesIt(t *testing.T)
 		t.Errorf("audit of mailwave.test: %v", &audit)
 	}
 	f.waitAlert(t, "audit_failed", "mailwave.test")
+	if v, ok := sample(t, mon, "mailwave_reputation_audit_ok", map[string]string{"domain": "mailwave.test"}); !ok || v != 0 {
+		t.Errorf("audit metric %v %v", v, ok)
+	}
 	if _, ok := status(t, mon).Audits["mailwave.test"]; !ok {
 		t.Error("/v1/status shows no audit of mailwave.test")
 	}
