@@ -50,6 +50,10 @@ type Request struct {
 	// EHLO is the name the pool's IPs greet with; each IP's reverse name
 	// must be it. When empty, only forward confirmation is checked.
 	EHLO string
+	// EHLONames gives the name of each IP that greets with its own (a
+	// pool whose IPs each have their own reverse name); IPs not in it
+	// greet with EHLO.
+	EHLONames map[netip.Addr]string
 }
 
 // Check is the outcome of one check.
@@ -88,6 +92,15 @@ type Auditor struct {
 type normalized struct {
 	Request
 	from, bounce, dkimDomain, ehlo string
+	ehloNames                      map[netip.Addr]string
+}
+
+// ehloOf is the name ip greets with, "" when unknown.
+func (n normalized) ehloOf(ip netip.Addr) string {
+	if name := n.ehloNames[ip.Unmap()]; name != "" {
+		return name
+	}
+	return n.ehlo
 }
 
 func normName(s string) string { return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(s), ".")) }
@@ -104,6 +117,13 @@ func (a *Auditor) Audit(ctx context.Context, req Request, now time.Time) (Report
 		if !ip.IsValid() {
 			return Report{}, fmt.Errorf("%w: invalid IP in the pool", ErrInvalidRequest)
 		}
+	}
+	n.ehloNames = map[netip.Addr]string{}
+	for ip, name := range req.EHLONames {
+		if !ip.IsValid() {
+			return Report{}, fmt.Errorf("%w: invalid IP in the EHLO names", ErrInvalidRequest)
+		}
+		n.ehloNames[ip.Unmap()] = normName(name)
 	}
 	n.bounce, n.dkimDomain, n.ehlo = normName(req.BounceDomain), normName(req.DKIMDomain), normName(req.EHLO)
 	if n.bounce == "" {

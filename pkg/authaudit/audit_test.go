@@ -308,6 +308,15 @@ func TestAuditFindsProblems(t *testing.T) {
 			fix:     "10.2.0.192.in-addr.arpa. PTR mta.example.com.",
 		},
 		{
+			name: "an IP with its own EHLO name is checked against it",
+			req: func(r *authaudit.Request) {
+				r.EHLONames = map[netip.Addr]string{ip2: "mta-11.example.com"}
+			},
+			check:   "ptr",
+			problem: "192.0.2.11: its reverse name is mta.example.com but it greets as mta-11.example.com",
+			fix:     "11.2.0.192.in-addr.arpa. PTR mta-11.example.com.\nmta-11.example.com. A 192.0.2.11",
+		},
+		{
 			name:    "no PTR and the EHLO name does not resolve",
 			req:     func(r *authaudit.Request) { r.IPs = append(r.IPs, netip.MustParseAddr("192.0.2.12")) },
 			check:   "ptr",
@@ -403,6 +412,7 @@ func TestAuditRejectsBadRequests(t *testing.T) {
 		{},
 		{Domain: "localhost"},
 		{Domain: "example.com", IPs: []netip.Addr{{}}},
+		{Domain: "example.com", EHLONames: map[netip.Addr]string{{}: "mta.example.com"}},
 	} {
 		if _, err := a.Audit(context.Background(), req, auditNow); !errors.Is(err, authaudit.ErrInvalidRequest) {
 			t.Errorf("Audit(%+v) = %v, want ErrInvalidRequest", req, err)
@@ -424,5 +434,21 @@ func TestParsePrivateKey(t *testing.T) {
 		if _, err := authaudit.ParsePrivateKey([]byte(bad)); !errors.Is(err, authaudit.ErrKey) {
 			t.Errorf("ParsePrivateKey(%q) = %v, want ErrKey", bad, err)
 		}
+	}
+}
+
+// Each IP of a pool may greet with its own name; each is checked against
+// its own forward-confirmed reverse name.
+func TestAuditPerIPEHLONames(t *testing.T) {
+	key := loadKey(t, "rsa2048.pem")
+	z := world(t, key)
+	arpa, _ := dns.ReverseAddr(ip2.String())
+	z.Delete(arpa, dns.TypePTR)
+	z.ReversePTR(ip2, "mta-11.example.com")
+	z.Addr("mta-11.example.com", ip2)
+	req := request(key)
+	req.EHLONames = map[netip.Addr]string{ip2: "MTA-11.example.com."}
+	if c := check(t, audit(t, z, req), "ptr"); !c.OK {
+		t.Errorf("ptr: %q", c.Problems)
 	}
 }

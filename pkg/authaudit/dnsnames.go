@@ -37,7 +37,7 @@ func (a *Auditor) checkPTR(ctx context.Context, n normalized, _ time.Time) Check
 				confirmed = append(confirmed, name)
 			}
 		}
-		want := n.ehlo
+		want := n.ehloOf(ip)
 		switch {
 		case len(names) == 0:
 			problem("%s has no PTR record: many receivers refuse or throttle mail from hosts without reverse DNS", ip)

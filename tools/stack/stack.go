@@ -209,7 +209,8 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if !o.NoReputation {
 		// Blocklist and audit lookups go to the same DNS as the sender's,
 		// never to the machine's resolver.
-		rcfg := reputation.Config{Common: common, DNSServer: o.DNSServer, SourceIPs: o.SourceIPs}
+		rcfg := reputation.Config{Common: common, DNSServer: o.DNSServer, SourceIPs: o.SourceIPs,
+			HeloNames: o.HeloNames, BounceDomain: o.BounceDomain}
 		if o.TuneReputation != nil {
 			o.TuneReputation(&rcfg)
 		}

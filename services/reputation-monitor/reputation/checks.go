@@ -173,14 +173,23 @@ func (m *monitor) auditLoop(ctx context.Context) {
 // audit runs the authentication audit of domain, stores it in the audits
 // bucket and raises an alert when it fails where it passed before.
 func (m *monitor) audit(ctx context.Context, domain string, now time.Time) (*mailwavev1.AuthAudit, error) {
-	var ips []netip.Addr
-	for _, s := range m.cfg.SourceIPs {
-		if a, err := netip.ParseAddr(s); err == nil {
-			ips = append(ips, a)
+	req := authaudit.Request{Domain: domain, Selector: m.cfg.DKIMSelector, BounceDomain: m.cfg.BounceDomain,
+		EHLONames: map[netip.Addr]string{}}
+	if req.BounceDomain == "" {
+		req.BounceDomain = "bounces." + strings.TrimSuffix(domain, ".")
+	}
+	for i, s := range m.cfg.SourceIPs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			continue
+		}
+		req.IPs = append(req.IPs, a)
+		if i < len(m.cfg.HeloNames) {
+			req.EHLONames[a] = m.cfg.HeloNames[i]
 		}
 	}
 	a := &authaudit.Auditor{Resolver: spf.NewResolver(m.cfg.DNSServer, 5*time.Second)}
-	rep, err := a.Audit(ctx, authaudit.Request{Domain: domain, IPs: ips, Selector: m.cfg.DKIMSelector}, now)
+	rep, err := a.Audit(ctx, req, now)
 	if err != nil {
 		return nil, err
 	}

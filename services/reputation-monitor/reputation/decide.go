@@ -211,12 +211,27 @@ func WritePolicy(ctx context.Context, kv jetstream.KeyValue, pub *events.Publish
 }
 
 // automatic reports whether a policy may be replaced by the monitor: a
-// person's live decision and a pinned rate stand until they lapse.
+// person's live decision and a pinned rate stand until they lapse. A
+// person's resume is a decision too: while it has not expired the rules
+// leave the scope alone (someone looked and chose to send), after that
+// they may act again.
 func automatic(pc *mailwavev1.PolicyChange, now time.Time) bool {
+	if ByUser(pc) && pc.GetAction() == mailwavev1.PolicyAction_POLICY_ACTION_RESUME {
+		exp := pc.GetExpiresAt()
+		return exp == nil || !exp.AsTime().After(now)
+	}
 	if !live(pc, now) {
 		return true
 	}
-	return !strings.HasPrefix(pc.GetDecidedBy(), "user:") && pc.GetAction() != mailwavev1.PolicyAction_POLICY_ACTION_PIN_RATE
+	return !ByUser(pc) && pc.GetAction() != mailwavev1.PolicyAction_POLICY_ACTION_PIN_RATE
+}
+
+// UserPrefix starts the decided_by of a person's decision ("user:ana").
+const UserPrefix = "user:"
+
+// ByUser reports whether a person decided pc (through `mailwave policy`).
+func ByUser(pc *mailwavev1.PolicyChange) bool {
+	return strings.HasPrefix(pc.GetDecidedBy(), UserPrefix)
 }
 
 // NewChange builds a policy change decided at now.

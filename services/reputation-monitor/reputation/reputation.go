@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -43,9 +44,17 @@ type Config struct {
 	SendingDomains []string `env:"MW_SENDING_DOMAINS" usage:"sending domains to audit and check against blocklists, comma separated"`
 	LinkDomains    []string `env:"MW_LINK_DOMAINS" usage:"link (tracking) domains to check against domain blocklists, comma separated"`
 	DKIMSelector   string   `env:"MW_DKIM_SELECTOR" usage:"DKIM selector the audit checks"`
-	// EvalInterval is how often scopes that counted new events are
-	// evaluated; SweepInterval how often every known scope is.
-	EvalInterval  time.Duration `env:"MW_EVAL_INTERVAL" default:"250ms" usage:"how often scopes with new events are evaluated"`
+	// HeloNames are the EHLO names of SourceIPs, same order: the audit
+	// checks each IP's reverse DNS against its own.
+	HeloNames []string `env:"MW_HELO_NAMES" usage:"the EHLO name of each of MW_SOURCE_IPS, same order"`
+	// BounceDomain is the return-path domain the audit checks SPF and MX
+	// of; empty means bounces.<sending domain>, as the planner derives it.
+	BounceDomain string `env:"MW_BOUNCE_DOMAIN" usage:"return-path domain of the audited sending domains (default: bounces.<sending domain>)"`
+	// EvalInterval is the least time between two evaluations of the
+	// scopes that counted new events (the first event after a quiet spell
+	// is evaluated at once) and the beat of the resume ladder;
+	// SweepInterval is how often every known scope is evaluated.
+	EvalInterval  time.Duration `env:"MW_EVAL_INTERVAL" default:"250ms" usage:"least time between evaluations of scopes with new events, and the beat of the resume ladder"`
 	SweepInterval time.Duration `env:"MW_SWEEP_INTERVAL" default:"30s" usage:"how often every scope is evaluated and lapsed policies resume"`
 	DNSBLInterval time.Duration `env:"MW_DNSBL_INTERVAL" default:"10m" usage:"how often sending IPs and domains are checked against blocklists"`
 	AuditInterval time.Duration `env:"MW_AUDIT_INTERVAL" default:"6h" usage:"how often every sending domain is audited"`
@@ -82,6 +91,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Workers < 0 {
 		return config.Errorf("MW_MONITOR_WORKERS", "must not be negative")
+	}
+	for _, ip := range c.SourceIPs {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			return config.Errorf("MW_SOURCE_IPS", "%v", err)
+		}
+	}
+	if len(c.HeloNames) > 0 && len(c.HeloNames) != len(c.SourceIPs) {
+		return config.Errorf("MW_HELO_NAMES", "%d names for %d source IPs: give one per IP, same order", len(c.HeloNames), len(c.SourceIPs))
 	}
 	if _, err := c.policy(); err != nil {
 		return config.Errorf("MW_POLICY_RULES", "%v", err)
@@ -134,6 +151,8 @@ type monitor struct {
 
 	dirtyMu sync.Mutex
 	dirty   map[Scope]struct{}
+	// wake tells the evaluation loop that a scope became dirty.
+	wake chan struct{}
 
 	counted  *prometheus.CounterVec
 	rates    *prometheus.GaugeVec
@@ -157,6 +176,7 @@ func newMonitor(ctx context.Context, cfg Config, pol *Policy, rt *service.Runtim
 		decider: NewDecider(kv, rt.Pub, pol, log, rt.Metrics),
 		dnsbl:   &DNSBL{Server: cfg.DNSServer},
 		dirty:   map[Scope]struct{}{},
+		wake:    make(chan struct{}, 1),
 		counted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailwave_reputation_events_total",
 			Help: "Events counted, by counter."}, []string{"counter"}),
 		rates: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mailwave_reputation_rate",
@@ -218,11 +238,7 @@ func (m *monitor) handle(ctx context.Context, msg *events.Msg[*mailwavev1.Delive
 	for n, v := range counts {
 		m.counted.WithLabelValues(n).Add(float64(v))
 	}
-	m.dirtyMu.Lock()
-	for _, sc := range scopes {
-		m.dirty[sc] = struct{}{}
-	}
-	m.dirtyMu.Unlock()
+	m.markDirty(scopes...)
 	return nil
 }
 
@@ -239,21 +255,47 @@ func every(ctx context.Context, d time.Duration, f func(context.Context)) {
 	}
 }
 
+// evalLoop evaluates the scopes that counted new events. A pass starts
+// as soon as a scope becomes dirty, so an isolated event that crosses a
+// threshold is acted on in milliseconds, but passes start at most once per
+// EvalInterval, so a burst of events is evaluated in batches. Lapsed
+// policies climb the resume ladder on the same beat, so a short step_for
+// is honoured closely.
 func (m *monitor) evalLoop(ctx context.Context) {
-	every(ctx, m.cfg.EvalInterval, func(ctx context.Context) {
-		m.dirtyMu.Lock()
-		dirty := m.dirty
-		m.dirty = map[Scope]struct{}{}
-		m.dirtyMu.Unlock()
-		for sc := range dirty {
-			m.evaluate(ctx, sc, time.Now())
+	tick := time.NewTicker(m.cfg.EvalInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-m.wake:
 		}
-		// Lapsed policies climb the ladder on the same beat, so a short
-		// step_for is honoured closely.
-		if _, err := m.decider.Ladder(ctx, time.Now()); err != nil {
-			m.log.Warn("resume ladder failed", "err", err)
+		start := time.Now()
+		m.evalPass(ctx, start)
+		if rest := m.cfg.EvalInterval - time.Since(start); rest > 0 {
+			t := time.NewTimer(rest)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
 		}
-	})
+	}
+}
+
+func (m *monitor) evalPass(ctx context.Context, now time.Time) {
+	m.dirtyMu.Lock()
+	dirty := m.dirty
+	m.dirty = map[Scope]struct{}{}
+	m.dirtyMu.Unlock()
+	for sc := range dirty {
+		m.evaluate(ctx, sc, now)
+	}
+	if _, err := m.decider.Ladder(ctx, now); err != nil {
+		m.log.Warn("resume ladder failed", "err", err)
+	}
 }
 
 func (m *monitor) sweepLoop(ctx context.Context) {
@@ -282,16 +324,30 @@ func (m *monitor) evaluate(ctx context.Context, sc Scope, now time.Time) {
 			m.rates.WithLabelValues(sc.KindWord(), sc.Value, sc.Provider, name, rate).Set(v)
 		}
 	}
-	if _, err := m.decider.Decide(ctx, sc, w, now); err != nil {
+	pc, err := m.decider.Decide(ctx, sc, w, now)
+	if err != nil {
 		m.log.Warn("decide failed", "scope", sc.String(), "err", err)
 		m.markDirty(sc)
+		return
+	}
+	if pc.GetAction() == mailwavev1.PolicyAction_POLICY_ACTION_PAUSE {
+		// Traffic stopped: a person should know at once, not when they
+		// next look at the policies.
+		m.alert(ctx, "paused-"+pc.GetId(), "paused", "warning", sc.String(), pc.GetReason(), pc.GetEvidence(), now)
 	}
 }
 
-func (m *monitor) markDirty(sc Scope) {
+// markDirty queues scopes for the next evaluation pass and wakes the loop.
+func (m *monitor) markDirty(scopes ...Scope) {
 	m.dirtyMu.Lock()
-	m.dirty[sc] = struct{}{}
+	for _, sc := range scopes {
+		m.dirty[sc] = struct{}{}
+	}
 	m.dirtyMu.Unlock()
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
 }
 
 // alert publishes an alert on EVENTS; id de-duplicates it across replicas.

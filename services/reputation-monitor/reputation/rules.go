@@ -3,6 +3,7 @@ package reputation
 import (
 	"bytes"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -40,24 +41,38 @@ type Resume struct {
 
 // Rule turns a rate of a scope over a window into a policy.
 type Rule struct {
-	Name string `yaml:"name"`
+	Name string `yaml:"name" json:"name"`
 	// Rate or Count names what is compared with Above.
-	Rate      string   `yaml:"rate"`
-	Count     string   `yaml:"count"`
-	Scopes    []string `yaml:"scopes"`
-	Window    string   `yaml:"window"`
-	MinVolume int64    `yaml:"min_volume"`
-	Above     float64  `yaml:"above"`
+	Rate      string   `yaml:"rate" json:"rate,omitempty"`
+	Count     string   `yaml:"count" json:"count,omitempty"`
+	Scopes    []string `yaml:"scopes" json:"scopes"`
+	Window    string   `yaml:"window" json:"window"`
+	MinVolume int64    `yaml:"min_volume" json:"min_volume"`
+	Above     float64  `yaml:"above" json:"above"`
 	// Action is pause, throttle or step.
-	Action string  `yaml:"action"`
-	Factor float64 `yaml:"factor"`
+	Action string  `yaml:"action" json:"action"`
+	Factor float64 `yaml:"factor" json:"factor,omitempty"`
 	// Step, Floor, RecoverBelow and Every shape a step rule.
-	Step         float64       `yaml:"step"`
-	Floor        float64       `yaml:"floor"`
-	RecoverBelow float64       `yaml:"recover_below"`
-	Every        time.Duration `yaml:"every"`
+	Step         float64       `yaml:"step" json:"step,omitempty"`
+	Floor        float64       `yaml:"floor" json:"floor,omitempty"`
+	RecoverBelow float64       `yaml:"recover_below" json:"recover_below,omitempty"`
+	Every        time.Duration `yaml:"every" json:"-"`
 	// For is how long the policy holds before it lapses.
-	For time.Duration `yaml:"for"`
+	For time.Duration `yaml:"for" json:"-"`
+}
+
+// MarshalJSON renders a rule as its YAML reads, durations as "5m0s".
+func (r Rule) MarshalJSON() ([]byte, error) {
+	type plain Rule
+	out := struct {
+		plain
+		Every string `json:"every,omitempty"`
+		For   string `json:"for"`
+	}{plain: plain(r), For: r.For.String()}
+	if r.Every > 0 {
+		out.Every = r.Every.String()
+	}
+	return json.Marshal(out)
 }
 
 // Blocklist is one DNSBL zone (RFC 5782).

@@ -1,6 +1,7 @@
 package reputation_test
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -159,4 +160,24 @@ func FuzzLoadPolicy(f *testing.F) {
 		// A policy that loads must evaluate without panicking.
 		p.Evaluate(tenantG, win("1h", reputation.Counts{reputation.Delivered: 1e6, reputation.Complained: 1e5}), nil, t0)
 	})
+}
+
+// Rules appear on /v1/status as their YAML reads.
+func TestRuleJSON(t *testing.T) {
+	p := defaultPolicy(t)
+	var step reputation.Rule
+	for _, r := range p.Rules {
+		if r.Name == "deferrals" {
+			step = r
+		}
+	}
+	b, err := json.Marshal(step)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"name":"deferrals","rate":"deferral_rate","scopes":["source_ip@provider"],"window":"15m","min_volume":100,` +
+		`"above":0.2,"action":"step","step":0.5,"floor":0.125,"recover_below":0.05,"every":"5m0s","for":"2h0m0s"}`
+	if string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
+	}
 }

@@ -25,11 +25,15 @@ import (
 
 const policyUsage = `usage: mailwave policy pause|resume|pin|list [options]
   pause  --scope KIND=VALUE [--provider P] --reason TEXT [--for 2h]
-  resume --scope KIND=VALUE [--provider P] --reason TEXT
+  resume --scope KIND=VALUE [--provider P] --reason TEXT [--for 2h]
   pin    --scope KIND=VALUE [--provider P] --rate PER_HOUR --reason TEXT [--for 2h]
   list   [--json]
 KIND is pool, source_ip, provider, sending_domain, tenant, brand or campaign.
-Every change is recorded like the monitor's own, decided by "user:<--by>".`
+Every change is recorded like the monitor's own, decided by "user:<--by>",
+and stands against the monitor's rules for --for: a pause or pinned rate
+then climbs the resume ladder; after a resume the rules may act again.
+--for 0 makes a pause or pin stand until changed, and a resume leave the
+scope to the rules at once.`
 
 // runPolicy records a person's pause, resume or pinned rate in the policy
 // bucket (with a revision compare-and-set, like the monitor's writes) and
@@ -46,7 +50,7 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	scopeFlag := fs.String("scope", "", "KIND=VALUE, for example tenant=acme")
 	provider := fs.String("provider", "", "narrow the scope to one provider (google, yahoo, ...)")
 	reason := fs.String("reason", "", "why (recorded with the change)")
-	lasts := fs.Duration("for", 2*time.Hour, "how long the pause or pinned rate holds before it resumes gradually (0: until changed)")
+	lasts := fs.Duration("for", 2*time.Hour, "how long the decision stands against the rules: a pause or pinned rate then resumes gradually, a resume lets the rules act again (0: a pause or pin until changed, a resume not at all)")
 	rate := fs.Float64("rate", 0, "pin: messages per hour")
 	by := fs.String("by", envOr("USER", "operator"), "who decides (recorded as user:<name>)")
 	asJSON := fs.Bool("json", false, "list: print JSON lines")
@@ -89,6 +93,9 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if *lasts < 0 {
 			return errors.New("policy: --for must not be negative")
 		}
+		if strings.TrimSpace(*by) == "" {
+			return errors.New("policy: --by must name who decides")
+		}
 	}
 	nc, err := nats.Connect(*natsURL, nats.Name("mailwave policy"))
 	if err != nil {
@@ -106,11 +113,7 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if verb == "list" {
 		return listPolicies(ctx, kv, stdout, *asJSON)
 	}
-	d := *lasts
-	if action == mailwavev1.PolicyAction_POLICY_ACTION_RESUME {
-		d = 0
-	}
-	pc := reputation.NewChange(sc, action, 0, *reason, "user:"+*by, nil, time.Now(), d)
+	pc := reputation.NewChange(sc, action, 0, *reason, reputation.UserPrefix+strings.TrimSpace(*by), nil, time.Now(), *lasts)
 	pc.RatePerHour = *rate
 	for range 3 {
 		var rev uint64
