@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -822,5 +823,29 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	c := base()
 	if err := c.Validate(); err != nil {
 		t.Errorf("valid config: %v", err)
+	}
+}
+
+// The README's configuration table names every variable of Config.
+func TestREADMEListsEveryVariable(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	typ := reflect.TypeFor[inbounddsn.Config]()
+	n := 0
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		env := f.Tag.Get("env")
+		if f.Anonymous || env == "" {
+			continue // service.Common has its own table
+		}
+		n++
+		if !strings.Contains(string(readme), "`"+env+"`") {
+			t.Errorf("README does not document %s", env)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d variables found", n)
 	}
 }
