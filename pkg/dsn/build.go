@@ -136,7 +136,12 @@ func fromStatus(s statusRecord, prose []proseRecord, n int, expl, reporting stri
 		context += "\n" + mine.region
 	}
 	r.Diagnostic = extendReply(r.Diagnostic, expl)
-	classify(&r, s.status, reporting, context)
+	about := context
+	if n == 1 {
+		// With one recipient, everything the report says is about it.
+		about += "\n" + expl
+	}
+	classify(&r, s.status, reporting, context, about)
 	return r
 }
 
@@ -157,7 +162,7 @@ func fromProse(pr proseRecord, delayed bool) Record {
 	if delayed {
 		r.Action = "delayed"
 	}
-	classify(&r, "", "", pr.region)
+	classify(&r, "", "", pr.region, pr.region)
 	return r
 }
 
@@ -177,8 +182,9 @@ func saysDelayed(expl string) bool {
 
 // classify fills the status, reply code, command, reason and verdict of r.
 // context is the text around the diagnostic, where the command it answered
-// is often named.
-func classify(r *Record, status, reportingMTA, context string) {
+// is often named; about is everything the reporting system wrote about the
+// recipient (reason.Input.Context).
+func classify(r *Record, status, reportingMTA, context, about string) {
 	cmd := commandOf(r.Diagnostic)
 	if cmd == "" {
 		cmd = commandOf(context)
@@ -199,6 +205,7 @@ func classify(r *Record, status, reportingMTA, context string) {
 		DiagnosticType: r.DiagnosticType,
 		Command:        cmd,
 		Hosts:          hostsOf(r.RemoteMTA, reportingMTA, context),
+		Context:        about,
 	})
 	r.Status = v.Status
 	if r.Status == "" {

@@ -181,3 +181,28 @@ func TestUnreadable(t *testing.T) {
 		}
 	}
 }
+
+// A Sendmail summary lists one reply per line: each recipient's diagnostic
+// is its own reply, not the ones written below it (RFC 5321 §4.2.1: only
+// a hyphen after the code continues a reply).
+func TestReplyEndsAtTheNextReply(t *testing.T) {
+	raw := "From: Mail Delivery Subsystem <MAILER-DAEMON@mx.sender.test>\r\n" +
+		"Subject: Returned mail: see transcript for details\r\n\r\n" +
+		"554 <ann@receiver.test>... Remote protocol error: Connection reset by peer during result wait\r\n" +
+		"550 other.test (smtp)... 550 Host unknown\r\n" +
+		"554 <bob@other.test>... 550 Host unknown (Authoritative answer from name server)\r\n"
+	m, err := dsn.Parse([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Records) != 2 {
+		t.Fatalf("records %+v", m.Records)
+	}
+	ann, bob := m.Records[0], m.Records[1]
+	if ann.Recipient != "ann@receiver.test" || strings.Contains(ann.Diagnostic, "Host unknown") || ann.Reason == reason.HostUnknown || ann.Hard {
+		t.Errorf("ann: %+v", ann)
+	}
+	if bob.Recipient != "bob@other.test" || bob.Reason != reason.HostUnknown || !bob.Hard {
+		t.Errorf("bob: %+v", bob)
+	}
+}

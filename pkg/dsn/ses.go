@@ -80,14 +80,14 @@ func sesNotification(text string, m *Message) bool {
 			if r.Action == "" {
 				r.Action = "failed"
 			}
-			classify(&r, b.Status, "", "")
+			classify(&r, b.Status, "", "", "")
 			m.Records = append(m.Records, r)
 		}
 	case kind == "delivery" && ev.Delivery != nil:
 		m.ReportingMTA = ev.Delivery.ReportingMTA
 		for _, a := range ev.Delivery.Recipients {
 			r := Record{Recipient: addrSpec(a), Action: "delivered", Diagnostic: oneLine(ev.Delivery.SMTPResponse, 1200)}
-			classify(&r, "", "", "")
+			classify(&r, "", "", "", "")
 			r.Reason = reason.Delivered
 			m.Records = append(m.Records, r)
 		}

@@ -305,8 +305,38 @@ func diagnosticOf(region, addr string) string {
 		} else if j := strings.Index(region, "\n\r\n"); j >= 0 {
 			region = region[:j]
 		}
+		region = region[:replyEnd(region)]
 	}
 	return oneLine(region, 4096)
+}
+
+// replyEnd returns where the SMTP reply that starts text ends: after its
+// last line (RFC 5321 §4.2.1: every line but the last has a hyphen after
+// the code) and the lines of wrapped text that follow it, before the next
+// line that starts a reply of its own — a transcript or a summary of
+// another delivery.
+func replyEnd(text string) int {
+	last := false // the line read last was the final line of a reply
+	pos := 0
+	for pos < len(text) {
+		end := strings.IndexByte(text[pos:], '\n')
+		line := text[pos:]
+		if end >= 0 {
+			line = text[pos : pos+end]
+		}
+		t := strings.TrimSpace(strings.TrimLeft(strings.TrimSpace(line), "<"))
+		if len(t) >= 4 && (t[0] == '2' || t[0] == '4' || t[0] == '5') && isDigit(t[1]) && isDigit(t[2]) && (t[3] == ' ' || t[3] == '-') {
+			if last {
+				return pos
+			}
+			last = t[3] == ' '
+		}
+		if end < 0 {
+			break
+		}
+		pos += end + 1
+	}
+	return len(text)
 }
 
 // replyStart finds the first SMTP reply ("550 5.1.1 …", "550-…") in text,

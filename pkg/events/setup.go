@@ -142,8 +142,11 @@ func (t Topology) Consumers() map[string]ConsumerSpec {
 	return map[string]ConsumerSpec{
 		mailwavev1.ConsumerPlanner: durable(mailwavev1.StreamSend, mailwavev1.ConsumerPlanner,
 			[]string{mailwavev1.SubjectSendAll}, time.Minute, 1000),
+		// The planner reads deferred events: a DSN's deferral after
+		// acceptance asks for a new attempt. Policy changes and alerts
+		// share the stream but are not DeliveryEvents.
 		mailwavev1.ConsumerPlannerEvents: durable(mailwavev1.StreamEvents, mailwavev1.ConsumerPlannerEvents,
-			[]string{mailwavev1.SubjectEventAll}, time.Minute, 5000),
+			[]string{"mail.event." + mailwavev1.EventKindWord(mailwavev1.EventKind_EVENT_KIND_DEFERRED) + ".>"}, time.Minute, 5000),
 		mailwavev1.ConsumerSender: durable(mailwavev1.StreamDispatch, mailwavev1.ConsumerSender,
 			[]string{mailwavev1.SubjectDispatchAll}, 2*time.Minute, 20000),
 		mailwavev1.ConsumerInboundDSN: durable(mailwavev1.StreamInbound, mailwavev1.ConsumerInboundDSN,

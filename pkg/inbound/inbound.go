@@ -16,7 +16,10 @@
 //   - it answers 250 to the end of DATA only after the raw message is
 //     stored (the Store, normally the INBOUND JetStream stream); a store
 //     failure is answered 451 4.3.0, so the sending MTA keeps the message
-//     and tries again (RFC 5321 §4.5.4.1). Nothing accepted is lost.
+//     and tries again (RFC 5321 §4.5.4.1). Nothing accepted is lost, and
+//     the message id is a digest of the envelope and bytes (MessageID),
+//     so a store that succeeded too late to be answered 250 and the
+//     client's retry are kept once.
 //
 // STARTTLS (RFC 3207) is offered when a TLS configuration is given.
 //
@@ -36,7 +39,9 @@ package inbound
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -441,7 +446,7 @@ func (x *session) Data(r io.Reader) error {
 	}
 	_, isTLS := x.conn.TLSConnectionState()
 	m := &mailwavev1.InboundMessage{
-		Id:         events.NewID(),
+		Id:         MessageID(x.from, x.rcpt, raw),
 		Kind:       kind,
 		MailFrom:   x.from,
 		RcptTo:     append([]string(nil), x.rcpt...),
@@ -465,6 +470,23 @@ func (x *session) Data(r io.Reader) error {
 		x.s.cfg.OnStored(m)
 	}
 	return nil
+}
+
+// MessageID is the id a received message is stored under: a digest of its
+// envelope and bytes. A client that sends the same message again — it
+// never saw our 250, or it did and retries anyway — gets the same id, so
+// JetStream's de-duplication (Nats-Msg-Id) keeps it once, and a bounce is
+// never counted twice because its first delivery was answered late.
+func MessageID(from string, rcpt []string, raw []byte) string {
+	h := sha256.New()
+	h.Write([]byte(strings.ToLower(from)))
+	for _, r := range rcpt {
+		h.Write([]byte{0})
+		h.Write([]byte(strings.ToLower(r)))
+	}
+	h.Write([]byte{0, 0})
+	h.Write(raw)
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // slogPrinter routes go-smtp's internal error log to slog.

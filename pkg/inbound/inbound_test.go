@@ -446,3 +446,30 @@ func TestAddressesPolicy(t *testing.T) {
 		}
 	}
 }
+
+// A client that sends a message again (it did not see our 250, or retries
+// anyway) gets it stored once: the id is a digest of envelope and bytes.
+func TestSameMessageTwiceIsStoredOnce(t *testing.T) {
+	e := start(t, nil)
+	for range 2 {
+		c := hello(t, e.addr)
+		c.cmd(250, "MAIL FROM:<>")
+		c.cmd(250, "RCPT TO:<%s>", bounceAddr)
+		c.data(250, bounceBody)
+		c.cmd(221, "QUIT")
+	}
+	if n := count(t, e.js); n != 1 {
+		t.Errorf("%d messages stored, want 1", n)
+	}
+	// Another message is another id.
+	c := hello(t, e.addr)
+	c.cmd(250, "MAIL FROM:<>")
+	c.cmd(250, "RCPT TO:<%s>", bounceAddr)
+	c.data(250, bounceBody+"Second report.\r\n")
+	if n := count(t, e.js); n != 2 {
+		t.Errorf("%d messages stored, want 2", n)
+	}
+	if a, b := inbound.MessageID("", []string{bounceAddr}, []byte(bounceBody)), inbound.MessageID("", []string{bounceAddr}, []byte(bounceBody+"x")); a == b || len(a) != 32 {
+		t.Errorf("ids %q %q", a, b)
+	}
+}

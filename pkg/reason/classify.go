@@ -29,6 +29,13 @@ type Input struct {
 	// that answered and the MTA that reported — when known. Some
 	// providers word their answers in their own way (see hostRules).
 	Hosts []string
+	// Context is what the reporting system wrote itself around the
+	// diagnostic (the prose of a bounce about this recipient), when
+	// known. It never decides a reason on its own: it only settles an
+	// "unknown user" the diagnostic leaves in doubt, when the reporting
+	// system states that it looked the address up and found nothing
+	// ("the address couldn't be found").
+	Context string
 }
 
 // Verdict is the classification of one failed delivery attempt.
@@ -64,9 +71,11 @@ func Classify(replyCode int, enhanced, text string) Verdict {
 //  4. the phrases of primaryRules, then their status codes, so a specific
 //     phrase ("mailbox full") beats a general code (5.1.1) while a code
 //     decides when the words say nothing known;
-//  5. a "no such user" text is refined by unknownAddress (UserUnknown only
-//     on X.1.1/X.1.0 or an answer to RCPT TO or a definitive statement),
-//     and a temporary (4.X.X) unknown domain is a NetworkError;
+//  5. a "no such user" text is refined by unknownAddress (UserUnknown
+//     only on an addressing status (X.1.1, X.1.0, X.1.3), an answer to
+//     RCPT TO or a definitive statement in the text or the Context; else
+//     Filtered), and a temporary (4.X.X) unknown domain is a
+//     NetworkError;
 //  6. a temporary failure after which the queue gave up is Expired, unless
 //     secondaryRules or a specific status code say more;
 //  7. the phrases, then the codes, of secondaryRules;
@@ -112,11 +121,35 @@ func ClassifyInput(in Input) Verdict {
 		v.Reason = byHost(in.Hosts, text)
 	}
 	if v.Reason == "" {
-		v.Reason = decide(text, status, code, action, strings.ToLower(in.DiagnosticType), cmd)
+		v.Reason = decide(text, status, code, action, strings.ToLower(in.DiagnosticType), cmd, in.Context)
+	}
+
+	if (v.Reason == SystemError || v.Reason == OnHold) && in.Context != "" {
+		// A reply that only says the delivery failed ("Service
+		// unavailable") often follows the words of the delivery agent
+		// that failed; what they say of the mailbox is the reason.
+		c := normalise(in.Context)
+		if r := firstText(primaryRules, c); addressLevel(r) {
+			if r == UserUnknown {
+				r = unknownAddress(c, status, cmd, "")
+			}
+			v.Reason = r
+		}
+	}
+	if (v.Reason == UserUnknown || v.Reason == Filtered) && in.Context != "" && suspended(in.Context) {
+		// A mailbox that exists but is disabled is often refused as
+		// unknown; the reporting system that says the account is
+		// disabled knows better than the reply it quotes.
+		v.Reason = Suspend
 	}
 	switch {
 	case cmd == "MAIL" && (v.Reason == UserUnknown || v.Reason == HostUnknown):
 		// Said of MAIL FROM, an unknown address or domain is the sender's.
+		v.Reason = Rejected
+	case cmd == "MAIL" && v.Reason == Blocked && firstText(primaryRules, text) != Blocked:
+		// A refusal of MAIL FROM in general words ("access denied")
+		// refuses the sender's address; only words about the client
+		// host or its IP (the primary rules) make it a block.
 		v.Reason = Rejected
 	case (cmd == "CONN" || cmd == "HELO" || cmd == "EHLO") && addressLevel(v.Reason):
 		// Refused before any recipient was named: the refusal is of the
@@ -127,7 +160,7 @@ func ClassifyInput(in Input) Verdict {
 	return v
 }
 
-func decide(text, status string, code int, action, dtype, cmd string) Reason {
+func decide(text, status string, code int, action, dtype, cmd, context string) Reason {
 	switch action {
 	case "delivered", "relayed", "expanded":
 		return Delivered
@@ -145,7 +178,7 @@ func decide(text, status string, code int, action, dtype, cmd string) Reason {
 		r = firstCode(primaryRules, status)
 	}
 	if r == UserUnknown {
-		r = unknownAddress(text, status, code, cmd)
+		r = unknownAddress(text, status, cmd, context)
 	}
 	if r == HostUnknown && status != "" && status[0] == '4' {
 		// A temporary failure to find the domain is a DNS problem on the
@@ -197,35 +230,57 @@ func decide(text, status string, code int, action, dtype, cmd string) Reason {
 }
 
 // definitelyUnknown are statements, not error labels, that the mailbox does
-// not exist: a receiving system writes them only after looking the address
-// up.
+// not exist: a receiving or reporting system writes them only after looking
+// the address up.
 var definitelyUnknown = []string{
-	"this user doesn't have a", "no such user here", "recipient not found by smtp address lookup",
-	"recipientnotfound", "invalid recipient", "address couldn't be found", "no mailbox here by that name",
-	"does not exist here",
+	"recipient not found by smtp address lookup", "recipientnotfound", "address couldn't be found",
+	"address could not be found", "no mailbox here by that name", "does not exist here",
+	"no such user here", "invalid recipient", "the recipient name is not recognized",
+	"invalid final delivery userid",
+	// Sendmail's local delivery agent runs on the host that holds the
+	// mailboxes, and says this after looking the account up.
+	"mail.local: unknown user",
 }
 
-// unknownAddress decides what a text that says "no such user" means. Only
-// an X.1.1 or X.1.0 status, a refusal of RCPT TO or a definitive statement
-// proves the mailbox is absent (UserUnknown). Said of MAIL FROM, it is the sender that is unknown
-// (Rejected). Said after DATA, or quoted from a remote server without saying
-// which command it answered, it is the recipient's filter refusing the
-// message with a misleading answer (Filtered): suppressing the address on
-// that evidence would lose good recipients.
-func unknownAddress(text, status string, code int, cmd string) Reason {
+// unknownAddress decides what a text that says "no such user" means.
+//
+// Only an addressing status (X.1.1, X.1.0, X.1.3, or X.1.351, which
+// Microsoft gives when the next hop refused the recipient), a refusal of
+// RCPT TO, or a statement of the
+// receiving or reporting system that it looked the address up (in the
+// text or its context) proves the mailbox is absent (UserUnknown). Said of
+// MAIL FROM, it is the sender that is unknown (Rejected). Said after DATA,
+// or quoted without saying which command it answered, it is the
+// recipient's filter refusing the message with a misleading answer
+// (Filtered): suppressing the address on that evidence would lose good
+// recipients.
+func unknownAddress(text, status, cmd, context string) Reason {
+	tail := ""
+	if len(status) >= 5 {
+		tail = status[2:]
+	}
 	switch {
-	case cmd == "RCPT" || (len(status) >= 5 && (status[2:] == "1.1" || status[2:] == "1.0")):
+	case cmd == "RCPT" || tail == "1.1" || tail == "1.0" || tail == "1.3" || tail == "1.351":
 		return UserUnknown
 	case cmd == "MAIL":
 		return Rejected
 	case matchAny(text, definitelyUnknown):
 		return UserUnknown
-	case cmd == "DATA":
-		return Filtered
-	case code != 0 || (status != "" && status[2:] != "0.0"):
-		return Filtered
+	case context != "" && matchAny(normalise(context), definitelyUnknown):
+		return UserUnknown
 	}
-	return UserUnknown
+	return Filtered
+}
+
+// suspended reports whether context says the recipient's account is
+// disabled or suspended.
+func suspended(context string) bool {
+	for i := range primaryRules {
+		if primaryRules[i].reason == Suspend {
+			return primaryRules[i].textMatch(normalise(context))
+		}
+	}
+	return false
 }
 
 // genericTemporary reports the status codes that only say "something on

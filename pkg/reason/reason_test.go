@@ -55,9 +55,6 @@ func TestClassifyLiveReplies(t *testing.T) {
 		{"yahoo policy", 554, "5.7.9",
 			"Message not accepted for policy reasons. See https://senders.yahooinc.com/error-codes",
 			reason.PolicyViolation, false, true},
-		{"yahoo no account", 554, "",
-			"delivery error: dd This user doesn't have a yahoo.com account (x@yahoo.com) [0] - mta1001.mail.gq1.yahoo.com",
-			reason.UserUnknown, true, true},
 		{"microsoft server busy", 451, "4.7.500",
 			"Server busy. Please try again later from [192.0.2.1]. (S77714) [DB5EUR03FT012.eop-EUR03.prod.protection.outlook.com]",
 			reason.Speeding, false, false},
@@ -148,6 +145,31 @@ func TestClassifyInputDSNContext(t *testing.T) {
 		{"status only", reason.Input{Status: "5.2.2"}, reason.MailboxFull},
 		{"status in text", reason.Input{Text: "smtp; 550 5.1.1 <x@example.org>... User Unknown"}, reason.UserUnknown},
 		{"multi-line reply", reason.Input{Text: "550-5.7.1 Messages with multiple 550-5.7.1 addresses in From: header are not accepted."}, reason.NotCompliantRFC},
+		// Without the command, a status or a statement, "user unknown"
+		// may be a filter's misleading answer.
+		{"unknown user, nothing else known", reason.Input{Status: "5.0.0", Text: "The email account that you tried to reach does not exist."}, reason.Filtered},
+		{"unknown user, statement", reason.Input{Status: "5.0.0", Text: "Your message wasn't delivered to x@example.org because the address couldn't be found."}, reason.UserUnknown},
+		{"unknown user, statement in the report", reason.Input{Status: "5.0.0", Text: "550 <x@example.org>: User unknown",
+			Context: "Your message wasn't delivered because the address couldn't be found."}, reason.UserUnknown},
+		{"microsoft next hop unknown", reason.Input{Status: "5.1.351", Text: "550 5.1.351 Remote server returned unknown recipient or mailbox unavailable -> 550 Unknown user"}, reason.UserUnknown},
+		{"account disabled, said by the report", reason.Input{Status: "5.0.0", Text: "550 user unknown (in reply to RCPT TO command)", Command: "RCPT",
+			Context: "The user(s) account is disabled."}, reason.Suspend},
+		{"local delivery agent behind a generic reply", reason.Input{Status: "5.5.0", Text: "554 <x@example.net>... Service unavailable",
+			Context: "mail.local: unknown user: x\n554 <x@example.net>... Service unavailable"}, reason.UserUnknown},
+		{"generic refusal of MAIL FROM", reason.Input{Status: "5.7.1", Text: "550 5.7.1 Access denied", Command: "MAIL"}, reason.Rejected},
+		{"block at MAIL FROM", reason.Input{Status: "5.7.1", Text: "550 5.7.1 Client host [192.0.2.1] blocked using zen.spamhaus.org", Command: "MAIL"}, reason.Blocked},
+		// Yahoo answers RCPT TO for an address that does not exist
+		// without an enhanced status code.
+		{"yahoo no account", reason.Input{ReplyCode: 554, Command: "RCPT",
+			Text: "delivery error: dd This user doesn't have a yahoo.com account (x@yahoo.com) [0] - mta1001.mail.gq1.yahoo.com"}, reason.UserUnknown},
+		// Providers' own wording (hostRules).
+		{"yahoo, no status", reason.Input{ReplyCode: 554, Text: "delivery error: dd This user doesn't have a yahoo.com account (x@yahoo.com) [0]",
+			Hosts: []string{"mta6.am0.yahoodns.net"}}, reason.UserUnknown},
+		{"same words elsewhere", reason.Input{ReplyCode: 554, Text: "This user doesn't have a example.com account (x@example.com) [0]",
+			Hosts: []string{"mx.example.com"}}, reason.Filtered},
+		{"au unknown address", reason.Input{Status: "5.0.0", Text: "550 <x@ezweb.ne.jp>: User unknown", Hosts: []string{"lsean.ezweb.ne.jp"}}, reason.UserUnknown},
+		{"au reception filter", reason.Input{Status: "5.0.0", Text: "550 : User unknown", Hosts: []string{"msmx.au.com"}}, reason.Filtered},
+		{"messagelabs 542", reason.Input{Status: "5.0.0", Text: "542 x@example.com Rejected", Hosts: []string{"server-1.bemta-2.messagelabs.com"}}, reason.UserUnknown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if v := reason.ClassifyInput(tc.in); v.Reason != tc.want {

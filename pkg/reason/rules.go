@@ -343,4 +343,24 @@ var hostRules = []hostRule{
 	{domains: []string{"docomo.ne.jp"}, rule: rule{reason: Rejected, phrases: []string{
 		"unknown user",
 	}}},
+	// Yahoo (and AOL, on the same servers) says an address does not
+	// exist in these words, often without an enhanced status code.
+	{domains: []string{"yahoo.com", "yahoodns.net", "yahoo.net", "aol.com"}, rule: rule{reason: UserUnknown, phrases: []string{
+		"this user doesn't have a", "this user does not have a",
+	}}},
+	// au by KDDI (ezweb.ne.jp) answers "550 <address>: User unknown"
+	// for an address that does not exist, and "550 : User unknown",
+	// without the address, when the recipient's reception settings
+	// refuse the sender.
+	{domains: []string{"ezweb.ne.jp", "au.com"}, rule: rule{reason: UserUnknown, phrases: []string{
+		">: user unknown",
+	}}},
+	{domains: []string{"ezweb.ne.jp", "au.com"}, rule: rule{reason: Filtered, phrases: []string{
+		" : user unknown",
+	}}},
+	// Symantec Email Security.cloud (MessageLabs) answers an unknown
+	// recipient with reply code 542.
+	{domains: []string{"messagelabs.com"}, rule: rule{reason: UserUnknown, phrases: []string{
+		"542 ", "no such user",
+	}}},
 }

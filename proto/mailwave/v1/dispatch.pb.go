@@ -66,8 +66,14 @@ type DispatchMessage struct {
 	LastSmtpCode     int32  `protobuf:"varint,20,opt,name=last_smtp_code,json=lastSmtpCode,proto3" json:"last_smtp_code,omitempty"`
 	LastEnhancedCode string `protobuf:"bytes,21,opt,name=last_enhanced_code,json=lastEnhancedCode,proto3" json:"last_enhanced_code,omitempty"`
 	LastResponse     string `protobuf:"bytes,22,opt,name=last_response,json=lastResponse,proto3" json:"last_response,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The message this one sends again, when it is a new attempt planned
+	// after a DSN reported a temporary failure (a full mailbox) for a
+	// message the remote server had already accepted. A new attempt gets a
+	// message id of its own: the sender never sends one id twice, and a
+	// later DSN must find the attempt it reports on.
+	RetryOf       string `protobuf:"bytes,27,opt,name=retry_of,json=retryOf,proto3" json:"retry_of,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DispatchMessage) Reset() {
@@ -250,6 +256,13 @@ func (x *DispatchMessage) GetLastEnhancedCode() string {
 func (x *DispatchMessage) GetLastResponse() string {
 	if x != nil {
 		return x.LastResponse
+	}
+	return ""
+}
+
+func (x *DispatchMessage) GetRetryOf() string {
+	if x != nil {
+		return x.RetryOf
 	}
 	return ""
 }
@@ -641,7 +654,7 @@ var File_mailwave_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_mailwave_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"\x1amailwave/v1/dispatch.proto\x12\vmailwave.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mailwave/v1/common.proto\"\xba\a\n" +
+	"\x1amailwave/v1/dispatch.proto\x12\vmailwave.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mailwave/v1/common.proto\"\xd5\a\n" +
 	"\x0fDispatchMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1d\n" +
@@ -674,7 +687,8 @@ const file_mailwave_v1_dispatch_proto_rawDesc = "" +
 	"lastReason\x12$\n" +
 	"\x0elast_smtp_code\x18\x14 \x01(\x05R\flastSmtpCode\x12,\n" +
 	"\x12last_enhanced_code\x18\x15 \x01(\tR\x10lastEnhancedCode\x12#\n" +
-	"\rlast_response\x18\x16 \x01(\tR\flastResponse\x1a;\n" +
+	"\rlast_response\x18\x16 \x01(\tR\flastResponse\x12\x19\n" +
+	"\bretry_of\x18\x1b \x01(\tR\aretryOf\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcc\x02\n" +

@@ -31,6 +31,7 @@ type Config struct {
 	MaxConns        int           `env:"MW_SMTP_MAX_CONNS" default:"500" usage:"simultaneous SMTP connections in all"`
 	SessionTimeout  time.Duration `env:"MW_SMTP_SESSION_TIMEOUT" default:"10m" usage:"longest SMTP session"`
 	CommandTimeout  time.Duration `env:"MW_SMTP_COMMAND_TIMEOUT" default:"2m" usage:"longest wait for one SMTP command"`
+	StoreTimeout    time.Duration `env:"MW_SMTP_STORE_TIMEOUT" default:"30s" usage:"longest wait for JetStream to store a message before the receiver answers 451 (try again later)"`
 	// TLSCert and TLSKey enable STARTTLS.
 	TLSCert string `env:"MW_SMTP_TLS_CERT" flag:"tls-cert" usage:"PEM certificate for STARTTLS (with MW_SMTP_TLS_KEY)"`
 	TLSKey  string `env:"MW_SMTP_TLS_KEY" flag:"tls-key" usage:"PEM private key for STARTTLS"`
@@ -96,6 +97,13 @@ func (c *Config) Validate() error {
 	}
 	if c.CommandTimeout < time.Second {
 		return config.Errorf("MW_SMTP_COMMAND_TIMEOUT", "must be at least 1s")
+	}
+	if c.StoreTimeout == 0 {
+		// A Config built in code rather than read from the environment.
+		c.StoreTimeout = 30 * time.Second
+	}
+	if c.StoreTimeout < time.Second {
+		return config.Errorf("MW_SMTP_STORE_TIMEOUT", "must be at least 1s")
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return config.Errorf("MW_SMTP_TLS_CERT", "MW_SMTP_TLS_CERT and MW_SMTP_TLS_KEY go together")

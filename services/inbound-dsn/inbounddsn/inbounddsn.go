@@ -47,6 +47,7 @@ import (
 	"github.com/mailwave/mailwave/pkg/events"
 	"github.com/mailwave/mailwave/pkg/inbound"
 	"github.com/mailwave/mailwave/pkg/service"
+	"github.com/mailwave/mailwave/pkg/smtpclient"
 	"github.com/mailwave/mailwave/pkg/verp"
 	mailwavev1 "github.com/mailwave/mailwave/proto/mailwave/v1"
 )
@@ -77,10 +78,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 		if max := rt.NC.MaxPayload(); cfg.MaxMessageBytes+16<<10 > max {
 			return nil, nil, fmt.Errorf("inbounddsn: MW_SMTP_MAX_BYTES %d does not fit the NATS max_payload %d with room for the envelope", cfg.MaxMessageBytes, max)
 		}
-		host := cfg.SMTPHostname
-		if host == "" {
-			host = cfg.BounceDomains[0]
-		}
+		host := s.hostname
 		srv, err := inbound.New(inbound.Config{
 			Domain:          host,
 			Policy:          newReceiverPolicy(cfg.BounceDomains, signer),
@@ -91,6 +89,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 			MaxConns:        cfg.MaxConns,
 			SessionTimeout:  cfg.SessionTimeout,
 			CommandTimeout:  cfg.CommandTimeout,
+			StoreTimeout:    cfg.StoreTimeout,
 			Logger:          log,
 			OnStored:        func(m *mailwavev1.InboundMessage) { s.received.WithLabelValues(kindWord(m.GetKind())).Inc() },
 			OnRefused:       func(code int, _ string) { s.refused.WithLabelValues(strconv.Itoa(code)).Inc() },
@@ -142,8 +141,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 				}
 				return nil
 			})
-			g.Go(func() error { return in.Run(gctx) })
-			g.Go(func() error { return delivered.Run(gctx) })
+			// A consumer stopped by the shutdown (its setup cut short by
+			// the cancelled context) is not a failure of the service.
+			consume := func(run func(context.Context) error) func() error {
+				return func() error {
+					if err := run(gctx); err != nil && ctx.Err() == nil {
+						return err
+					}
+					return nil
+				}
+			}
+			g.Go(consume(in.Run))
+			g.Go(consume(delivered.Run))
 			return g.Wait()
 		}
 		return nil, loop, nil
@@ -152,6 +161,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 
 type svc struct {
 	cfg      Config
+	hostname string // the receiver's name, also the EHLO name towards the relay
 	th       *Thresholds
 	signer   *verp.Signer
 	rt       *service.Runtime
@@ -182,7 +192,10 @@ func newService(ctx context.Context, cfg Config, rt *service.Runtime, signer *ve
 		return nil, fmt.Errorf("inbounddsn: suppressions bucket: %w", err)
 	}
 	s := &svc{cfg: cfg, th: cfg.thresholds, signer: signer, rt: rt, log: log, messages: messages, supp: supp,
-		counts: &counters{rdb: rt.Redis}, now: time.Now}
+		counts: &counters{rdb: rt.Redis}, now: time.Now, hostname: cfg.SMTPHostname}
+	if s.hostname == "" {
+		s.hostname = cfg.BounceDomains[0]
+	}
 	s.received = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailwave_inbound_dsn_received_total",
 		Help: "Messages stored by the bounce receiver, by kind (dsn, reply)."}, []string{"kind"})
 	s.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailwave_inbound_dsn_refused_total",
@@ -495,6 +508,22 @@ func (s *svc) handleEvent(ctx context.Context, msg *events.Msg[*mailwavev1.Deliv
 	return s.counts.reset(ctx, CounterKey("soft", ev.GetTenant(), ev.GetBrand(), ev.GetRecipient()))
 }
 
+// relay hands a message from the null reverse path to the smarthost
+// MW_REPLY_RELAY, with STARTTLS when it offers it (RFC 3207).
+func (s *svc) relay(ctx context.Context, to string, data []byte) error {
+	host, _, _ := net.SplitHostPort(s.cfg.ReplyRelay)
+	d := &smtpclient.Dialer{HelloName: s.hostname, Logger: s.log}
+	c, err := d.Dial(ctx, s.cfg.ReplyRelay, host)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Send(ctx, "", []string{to}, data, smtpclient.SendOptions{}); err != nil {
+		return err
+	}
+	return c.Quit(ctx)
+}
+
 // handleReply forwards a reply or auto-reply to the brand's reply address
 // through the relay, or keeps it (it stays in INBOUND).
 func (s *svc) handleReply(ctx context.Context, in *mailwavev1.InboundMessage) error {
@@ -511,13 +540,13 @@ func (s *svc) handleReply(ctx context.Context, in *mailwavev1.InboundMessage) er
 			break
 		}
 	}
-	if rec == nil || s.cfg.ReplyRelay == "" {
-		s.replies.WithLabelValues("kept").Inc()
-		return nil
+	to := ""
+	if rec != nil {
+		to = s.th.For(rec.GetTenant(), rec.GetBrand()).ReplyTo
 	}
-	to := s.th.For(rec.GetTenant(), rec.GetBrand()).ReplyTo
-	if to == "" {
+	if to == "" || s.cfg.ReplyRelay == "" {
 		s.replies.WithLabelValues("kept").Inc()
+		s.log.Info("reply kept", "inbound_id", in.GetId(), "correlated", rec != nil, "reply_to", to)
 		return nil
 	}
 	var buf bytes.Buffer
@@ -527,9 +556,9 @@ func (s *svc) handleReply(ctx context.Context, in *mailwavev1.InboundMessage) er
 	buf.Write(in.GetRaw())
 	// The null reverse path: an answer to an automatic message must not
 	// come back here (RFC 3834 §3.3).
-	if err := smtp.SendMail(s.cfg.ReplyRelay, nil, "", []string{to}, &buf); err != nil {
-		var se *smtp.SMTPError
-		if errors.As(err, &se) && se.Code/100 == 5 {
+	if err := s.relay(ctx, to, buf.Bytes()); err != nil {
+		var se *smtpclient.Error
+		if errors.As(err, &se) && se.Permanent() {
 			s.replies.WithLabelValues("refused").Inc()
 			s.log.Warn("reply forward refused", "inbound_id", in.GetId(), "to", to, "err", err.Error())
 			return nil
@@ -537,5 +566,6 @@ func (s *svc) handleReply(ctx context.Context, in *mailwavev1.InboundMessage) er
 		return events.Retry(time.Minute, fmt.Errorf("inbounddsn: forward reply: %w", err))
 	}
 	s.replies.WithLabelValues("forwarded").Inc()
+	s.log.Info("reply forwarded", "inbound_id", in.GetId(), "to", to, "message_id", rec.GetMessageId())
 	return nil
 }

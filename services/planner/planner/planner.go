@@ -47,8 +47,35 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 			Logger:  log,
 			OnDead:  rt.OnDead(mailwavev1.StreamSend),
 		}
-		return nil, c.Run, nil
+		// New attempts after a DSN reported a temporary failure (replan.go).
+		rp, err := newReplanner(ctx, p, rt, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, runBoth(c.Run, rp.consumer(rt, cfg.Workers).Run), nil
 	})
+}
+
+// runBoth runs two consumers until both have drained; the first failure
+// stops the other.
+func runBoth(a, b func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		errs := make(chan error, 2)
+		for _, run := range []func(context.Context) error{a, b} {
+			go func() {
+				err := run(ctx)
+				if err != nil && ctx.Err() == nil {
+					cancel()
+				} else if ctx.Err() != nil {
+					err = nil // cut short by the shutdown
+				}
+				errs <- err
+			}()
+		}
+		return errors.Join(<-errs, <-errs)
+	}
 }
 
 type planner struct {

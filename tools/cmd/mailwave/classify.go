@@ -16,14 +16,17 @@ import (
 	"github.com/mailwave/mailwave/pkg/dsn"
 )
 
-// classifyResult is the JSON form of one classified message.
+// classifyResult is the JSON form of one classified message: exactly
+// file, kind, is_bounce and records, and feedback for an ARF report.
 type classifyResult struct {
 	File     string           `json:"file"`
 	Kind     dsn.Kind         `json:"kind"`
 	IsBounce bool             `json:"is_bounce"`
 	Records  []classifyRecord `json:"records"`
 	Feedback map[string]any   `json:"feedback,omitempty"`
-	Error    string           `json:"error,omitempty"`
+	// err says why the file could not be read as a message; it is
+	// reported on stderr, not in the JSON.
+	err error
 }
 
 // classifyRecord is the JSON form of one reported recipient.
@@ -33,9 +36,6 @@ type classifyRecord struct {
 	ReplyCode  string `json:"reply_code"`
 	Reason     string `json:"reason"`
 	HardBounce bool   `json:"hardbounce"`
-	Action     string `json:"action,omitempty"`
-	RemoteMTA  string `json:"remote_mta,omitempty"`
-	Diagnostic string `json:"diagnostic,omitempty"`
 }
 
 // runClassify reads bounce, complaint and reply messages and says what each
@@ -69,7 +69,11 @@ func runClassify(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return fmt.Errorf("classify: %w", err)
 		}
-		results = append(results, classifyMessage(filepath.Base(f), raw))
+		r := classifyMessage(filepath.Base(f), raw)
+		if r.err != nil {
+			fmt.Fprintf(stderr, "classify: %s: %v\n", f, r.err)
+		}
+		results = append(results, r)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -90,7 +94,7 @@ func classifyMessage(name string, raw []byte) classifyResult {
 	res := classifyResult{File: name, Records: []classifyRecord{}}
 	m, err := dsn.Parse(raw)
 	if err != nil {
-		res.Kind, res.Error = dsn.KindOther, err.Error()
+		res.Kind, res.err = dsn.KindOther, err
 		return res
 	}
 	res.Kind, res.IsBounce = m.Kind, m.IsBounce
@@ -112,9 +116,6 @@ func classifyMessage(name string, raw []byte) classifyResult {
 			ReplyCode:  r.ReplyCode,
 			Reason:     string(r.Reason),
 			HardBounce: r.Hard,
-			Action:     r.Action,
-			RemoteMTA:  r.RemoteMTA,
-			Diagnostic: r.Diagnostic,
 		})
 	}
 	return res
@@ -155,8 +156,8 @@ func printClassifyTable(w io.Writer, results []classifyResult) error {
 	fmt.Fprintln(tw, "FILE\tKIND\tBOUNCE\tRECIPIENT\tSTATUS\tCODE\tREASON\tHARD")
 	for _, r := range results {
 		switch {
-		case r.Error != "":
-			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t\t\t\t\n", r.File, r.Kind, r.IsBounce, "error: "+r.Error)
+		case r.err != nil:
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t\t\t\t\n", r.File, r.Kind, r.IsBounce, "unreadable")
 		case r.Feedback != nil:
 			fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t\t\t%v\t\n", r.File, r.Kind, r.IsBounce,
 				r.Feedback["original_rcpt_to"], r.Feedback["feedback_type"])
