@@ -173,7 +173,10 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	fcfg := fblparser.Config{Common: common, Mailboxes: o.FeedbackMailboxes, SMTPAddr: "127.0.0.1:0",
 		Addresses: []string{DefaultFBLAddress}, VERPKeys: []string{s.VERPKey}, DNSServer: o.DNSServer,
 		MaxMessageBytes: 983040, MaxConnsPerIP: 10, MaxConns: 100, SessionTimeout: time.Minute, CommandTimeout: 30 * time.Second,
-		PollInterval: time.Minute, ReconnectMin: 100 * time.Millisecond, ReconnectMax: 5 * time.Second,
+		// The simulator's IMAP server (go-imap's in-memory one) does not
+		// announce a message that arrived just before IDLE began until
+		// another one does; renewing IDLE every few seconds bounds that.
+		PollInterval: 2 * time.Second, ReconnectMin: 100 * time.Millisecond, ReconnectMax: 5 * time.Second,
 		DedupTTL: 30 * 24 * time.Hour, CounterTTL: 8 * 24 * time.Hour, Workers: 4,
 		OnSMTPListen: func(a net.Addr) { fblAddr <- a }}
 	if o.TuneFBL != nil {

@@ -10,6 +10,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"os"
 	"path/filepath"
@@ -275,10 +277,12 @@ func (s *imapServer) start(addr string) {
 	s.t.Helper()
 	srv := imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return s.mem.NewSession(), nil, nil
+			return flushingSession{s.mem.NewSession().(imapserver.SessionIMAP4rev2)}, nil, nil
 		},
 		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
 		InsecureAuth: true, // loopback, no TLS
+		// Connections cut by stop and restart are expected here.
+		Logger: log.New(io.Discard, "", 0),
 	})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -337,6 +341,19 @@ func (s *imapServer) count(folder string) int {
 		return 0
 	}
 	return int(*st.NumMessages)
+}
+
+// flushingSession sends the mailbox updates queued before IDLE as soon as
+// IDLE starts, as RFC 2177 servers do: go-imap's in-memory server leaves
+// them queued until the next update, so a message that arrived between the
+// client's last command and its IDLE would go unannounced.
+type flushingSession struct{ imapserver.SessionIMAP4rev2 }
+
+func (s flushingSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	if err := s.SessionIMAP4rev2.Poll(w, true); err != nil {
+		return err
+	}
+	return s.SessionIMAP4rev2.Idle(w, stop)
 }
 
 type literal struct{ *bytes.Reader }
