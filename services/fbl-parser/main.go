@@ -27,7 +27,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	var cfg fblparser.Config
+	// Mailbox passwords named by password_env are read from the same
+	// environment as the rest of the configuration.
+	cfg := fblparser.Config{Getenv: getenv}
 	return service.Main(ctx, "fbl-parser", args, getenv, stdout, stderr, &cfg, func(ctx context.Context, log *slog.Logger) error {
 		return fblparser.Run(ctx, cfg, log, service.Options{})
 	})

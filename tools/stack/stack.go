@@ -69,6 +69,9 @@ type Options struct {
 	// TuneInbound and TuneFBL adjust inbound-dsn and fbl-parser.
 	TuneInbound func(*inbounddsn.Config)
 	TuneFBL     func(*fblparser.Config)
+	// FeedbackMailboxes are the feedback mailboxes fbl-parser reads: the
+	// simulator's IMAP mailbox in development and in the tests.
+	FeedbackMailboxes []fblparser.Mailbox
 	// NoReputation starts no reputation monitor in process (a test runs,
 	// stops and restarts its own against the stack's NATS and Redis).
 	NoReputation bool
@@ -88,6 +91,9 @@ type Stack struct {
 	// InboundDSN is the address of inbound-dsn's SMTP receiver: route the
 	// bounce domain there (ispsim's SetRoute) so DSNs reach it.
 	InboundDSN string
+	// FBL is the address of fbl-parser's SMTP intake: route the domain of
+	// DefaultFBLAddress there so complaints sent by SMTP reach it.
+	FBL string
 
 	nats   *server.Server
 	redis  *embedded.Redis
@@ -100,6 +106,11 @@ type Stack struct {
 // DefaultBounceDomain is the bounce domain of the simulator's sending
 // domain, mailwave.test, as the planner derives it.
 const DefaultBounceDomain = "bounces.mailwave.test"
+
+// DefaultFBLAddress is the address the simulator's providers send their
+// complaints to by SMTP (its default profile), and fbl-parser's FBL
+// address in the stack.
+const DefaultFBLAddress = "fbl@mailwave.test"
 
 // Start brings the platform up and returns once every service is ready.
 // Stop shuts it down.
@@ -158,7 +169,16 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if o.TuneInbound != nil {
 		o.TuneInbound(&icfg)
 	}
-	fcfg := fblparser.Config{Common: common}
+	fblAddr := make(chan net.Addr, 1)
+	fcfg := fblparser.Config{Common: common, Mailboxes: o.FeedbackMailboxes, SMTPAddr: "127.0.0.1:0",
+		Addresses: []string{DefaultFBLAddress}, VERPKeys: []string{s.VERPKey}, DNSServer: o.DNSServer,
+		MaxMessageBytes: 983040, MaxConnsPerIP: 10, MaxConns: 100, SessionTimeout: time.Minute, CommandTimeout: 30 * time.Second,
+		// The simulator's IMAP server (go-imap's in-memory one) does not
+		// announce a message that arrived just before IDLE began until
+		// another one does; renewing IDLE every few seconds bounds that.
+		PollInterval: 2 * time.Second, ReconnectMin: 100 * time.Millisecond, ReconnectMax: 5 * time.Second,
+		DedupTTL: 30 * 24 * time.Hour, CounterTTL: 8 * 24 * time.Hour, Workers: 4,
+		OnSMTPListen: func(a net.Addr) { fblAddr <- a }}
 	if o.TuneFBL != nil {
 		o.TuneFBL(&fcfg)
 	}
@@ -237,6 +257,15 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	default:
 		_ = s.Stop()
 		return nil, errors.New("stack: inbound-dsn is ready but did not say where it listens")
+	}
+	if fcfg.SMTPEnabled() {
+		select {
+		case a := <-fblAddr:
+			s.FBL = a.String()
+		default:
+			_ = s.Stop()
+			return nil, errors.New("stack: fbl-parser is ready but did not say where it listens")
+		}
 	}
 	if err := s.waitReady(ctx); err != nil {
 		_ = s.Stop()

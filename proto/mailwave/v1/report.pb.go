@@ -604,10 +604,14 @@ type ComplaintReport struct {
 	// Whether the report came from a configured, verified source.
 	Trusted bool `protobuf:"varint,12,opt,name=trusted,proto3" json:"trusted,omitempty"`
 	// Identifies the report so that a second copy counts once.
-	Fingerprint   string                 `protobuf:"bytes,13,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
-	ReceivedAt    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Fingerprint string                 `protobuf:"bytes,13,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	ReceivedAt  *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
+	// Where the report came from: "imap:<mailbox>" or "smtp".
+	Source string `protobuf:"bytes,15,opt,name=source,proto3" json:"source,omitempty"`
+	// Why an untrusted report was quarantined (empty when trusted).
+	QuarantineReason string `protobuf:"bytes,16,opt,name=quarantine_reason,json=quarantineReason,proto3" json:"quarantine_reason,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ComplaintReport) Reset() {
@@ -736,6 +740,20 @@ func (x *ComplaintReport) GetReceivedAt() *timestamppb.Timestamp {
 		return x.ReceivedAt
 	}
 	return nil
+}
+
+func (x *ComplaintReport) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ComplaintReport) GetQuarantineReason() string {
+	if x != nil {
+		return x.QuarantineReason
+	}
+	return ""
 }
 
 // Suppression is an entry of the suppressions KV bucket.
@@ -905,7 +923,7 @@ const file_mailwave_v1_report_proto_rawDesc = "" +
 	"\rreporting_mta\x18\x05 \x01(\tR\freportingMta\x12;\n" +
 	"\vreceived_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"receivedAt\x12\x12\n" +
-	"\x04kind\x18\a \x01(\tR\x04kind\"\xb9\x04\n" +
+	"\x04kind\x18\a \x01(\tR\x04kind\"\xfe\x04\n" +
 	"\x0fComplaintReport\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -925,7 +943,9 @@ const file_mailwave_v1_report_proto_rawDesc = "" +
 	"\atrusted\x18\f \x01(\bR\atrusted\x12 \n" +
 	"\vfingerprint\x18\r \x01(\tR\vfingerprint\x12;\n" +
 	"\vreceived_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"receivedAt\"\xba\x03\n" +
+	"receivedAt\x12\x16\n" +
+	"\x06source\x18\x0f \x01(\tR\x06source\x12+\n" +
+	"\x11quarantine_reason\x18\x10 \x01(\tR\x10quarantineReason\"\xba\x03\n" +
 	"\vSuppression\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x14\n" +

@@ -17,6 +17,9 @@ import (
 //	                               the report; expires after DedupTTL (30 d)
 //	mw:fbl:counted:<fingerprint>   string "1" once the report was counted;
 //	                               expires after DedupTTL
+//	mw:fbl:done:<fingerprint>      string, the inbound id, once every effect
+//	                               of the report is done; expires after
+//	                               DedupTTL
 //	mw:complaints:<dim>:<value>:<hour>
 //	                               integer, trusted complaints in that UTC
 //	                               hour (hour = YYYYMMDDHH); expires after
@@ -26,10 +29,17 @@ import (
 // campaign, and <value> is the KeyToken of the source IP (127_0_0_3),
 // sending domain, provider or site key, tenant, or "<tenant>.<campaign>"
 // (each part a KeyToken) for a campaign. Dimensions the report could not
-// be tied to are not counted.
+// be tied to are not counted; opt-out reports are not complaints and are
+// not counted. A window's complaints are the sum of its hours, for
+// example for the last 24 hours of source IP 127.0.0.3:
+//
+//	for h in last 24 hours: GET mw:complaints:source_ip:127_0_0_3:<h>
 
 // SeenKey is the de-duplication key of a report fingerprint.
 func SeenKey(fingerprint string) string { return "mw:fbl:seen:" + fingerprint }
+
+// DoneKey marks a report fingerprint whose effects are all done.
+func DoneKey(fingerprint string) string { return "mw:fbl:done:" + fingerprint }
 
 // CountedKey marks a report fingerprint as counted.
 func CountedKey(fingerprint string) string { return "mw:fbl:counted:" + fingerprint }

@@ -27,6 +27,10 @@ import (
 // ErrIntake wraps the errors of an IMAP session.
 var ErrIntake = errors.New("fblparser: imap intake")
 
+// defaultMaxBytes is the largest report stored by default: the NATS
+// max_payload (1 MiB) less room for the envelope.
+const defaultMaxBytes = 983040
+
 // IntakeState is what the intake remembers of a mailbox between sessions
 // and restarts: every message with a UID up to LastUID, under UIDValidity,
 // is stored in INBOUND (RFC 9051 §2.3.1.1: a UID is valid only together
@@ -85,12 +89,19 @@ type Intake struct {
 	Store inbound.Store
 	// State remembers UIDVALIDITY and the last stored UID.
 	State StateStore
+	// Lease, when set, makes only one replica at a time read the mailbox.
+	Lease *Lease
 	// Logger receives the intake's log lines; nil discards.
 	Logger *slog.Logger
 	// PollInterval is how often the folder is looked at when the server
-	// does not offer IDLE, and how often IDLE is renewed (RFC 2177 asks
-	// clients to re-issue it within 29 minutes). Default 5 minutes.
+	// does not offer IDLE (or the mailbox is PollOnly), and how often IDLE
+	// is renewed (RFC 2177 asks clients to re-issue it within 29 minutes).
+	// Default 5 minutes.
 	PollInterval time.Duration
+	// MaxBytes bounds a report the intake stores (default 983040, within
+	// the NATS max_payload). A larger message cannot be stored: it is
+	// moved to the Failed folder, unread by the platform, and logged.
+	MaxBytes int64
 	// MinBackoff and MaxBackoff bound the wait before reconnecting after a
 	// failed session (defaults 1s and 2m); it doubles per failure.
 	MinBackoff, MaxBackoff time.Duration
@@ -123,7 +134,8 @@ func (in *Intake) now() time.Time {
 
 // Run reads the mailbox until ctx ends: one session after another,
 // waiting with IDLE (or polling) between drains, reconnecting with
-// exponential backoff after a failure. It returns nil when ctx ends.
+// exponential backoff after a failure. With a Lease, it reads only while
+// it holds the lease. It returns nil when ctx ends.
 func (in *Intake) Run(ctx context.Context) error {
 	minB, maxB := in.MinBackoff, in.MaxBackoff
 	if minB <= 0 {
@@ -132,30 +144,90 @@ func (in *Intake) Run(ctx context.Context) error {
 	if maxB < minB {
 		maxB = max(2*time.Minute, minB)
 	}
+	if in.Lease != nil {
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = in.Lease.Release(rctx)
+		}()
+	}
 	backoff := minB
 	for ctx.Err() == nil {
-		err := in.session(ctx, true)
-		if ctx.Err() != nil {
+		wait := backoff
+		err := in.leased(ctx)
+		switch {
+		case ctx.Err() != nil:
 			return nil
-		}
-		if err == nil {
+		case errors.Is(err, errNotLeased):
+			// Another replica reads the mailbox: look again when its
+			// lease could have run out.
+			wait = in.Lease.ttl() / 3
+		case err == nil:
 			backoff = minB
 			continue
+		default:
+			if in.OnFailed != nil {
+				in.OnFailed(err)
+			}
+			in.log().Warn("fbl: imap session failed", "err", err.Error(), "retry_in", backoff.String())
+			backoff = min(2*backoff, maxB)
 		}
-		if in.OnFailed != nil {
-			in.OnFailed(err)
-		}
-		in.log().Warn("fbl: imap session failed", "err", err.Error(), "retry_in", backoff.String())
-		t := time.NewTimer(backoff)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
 		case <-t.C:
 		}
-		backoff = min(2*backoff, maxB)
 	}
 	return nil
+}
+
+// errNotLeased: another replica holds the mailbox's lease.
+var errNotLeased = errors.New("fblparser: mailbox leased by another replica")
+
+// leased runs one session while holding the lease, renewing it; losing
+// the lease ends the session.
+func (in *Intake) leased(ctx context.Context) error {
+	if in.Lease == nil {
+		return in.session(ctx, true)
+	}
+	ok, err := in.Lease.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errNotLeased
+	}
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		t := time.NewTicker(in.Lease.ttl() / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+			}
+			if ok, err := in.Lease.Acquire(sctx); err != nil || !ok {
+				// Unsure whether the lease is still ours: stop rather
+				// than read beside another replica.
+				cancel(errNotLeased)
+				return
+			}
+		}
+	}()
+	err = in.session(sctx, true)
+	cancel(nil)
+	<-renewed
+	if ctx.Err() == nil && errors.Is(context.Cause(sctx), errNotLeased) {
+		in.log().Warn("fbl: mailbox lease lost, session ended")
+		return errNotLeased
+	}
+	return err
 }
 
 // Drain connects once, stores and moves every report waiting in the
@@ -195,7 +267,7 @@ func (in *Intake) session(ctx context.Context, loop bool) error {
 func (in *Intake) withClient(ctx context.Context, news chan struct{}, f func(*imapclient.Client) error) error {
 	m := in.Mailbox
 	opts := &imapclient.Options{
-		TLSConfig: &tls.Config{ServerName: hostOf(m.Addr), InsecureSkipVerify: m.InsecureSkipVerify, MinVersion: tls.VersionTLS12},
+		TLSConfig: &tls.Config{ServerName: m.Host, InsecureSkipVerify: m.InsecureSkipVerify, MinVersion: tls.VersionTLS12},
 		Dialer:    &net.Dialer{Timeout: 30 * time.Second},
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
 			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
@@ -214,14 +286,14 @@ func (in *Intake) withClient(ctx context.Context, news chan struct{}, f func(*im
 	)
 	switch m.TLS {
 	case TLSNone:
-		c, err = imapclient.DialInsecure(m.Addr, opts)
+		c, err = imapclient.DialInsecure(m.Addr(), opts)
 	case TLSStartTLS:
-		c, err = imapclient.DialStartTLS(m.Addr, opts)
+		c, err = imapclient.DialStartTLS(m.Addr(), opts)
 	default:
-		c, err = imapclient.DialTLS(m.Addr, opts)
+		c, err = imapclient.DialTLS(m.Addr(), opts)
 	}
 	if err != nil {
-		return fmt.Errorf("%w: dial %s: %v", ErrIntake, m.Addr, err)
+		return fmt.Errorf("%w: dial %s: %v", ErrIntake, m.Addr(), err)
 	}
 	// Commands do not take a context: closing the connection when ctx
 	// ends makes every pending command return.
@@ -295,6 +367,10 @@ func (in *Intake) drain(ctx context.Context, c *imapclient.Client) (int, error) 
 	}
 	uids := found.AllUIDs()
 	slices.Sort(uids)
+	limit := in.MaxBytes
+	if limit <= 0 {
+		limit = defaultMaxBytes
+	}
 	stored := 0
 	for _, uid := range uids {
 		if ctx.Err() != nil {
@@ -306,6 +382,16 @@ func (in *Intake) drain(ctx context.Context, c *imapclient.Client) (int, error) 
 		}
 		if raw == nil {
 			continue // expunged by someone else meanwhile
+		}
+		tooBig := int64(len(raw)) > limit
+		if tooBig && uint32(uid) > st.LastUID {
+			// Storing it can never succeed; it stays in the mailbox, in
+			// Failed, for a person to look at.
+			in.log().Warn("fbl: report too large to store, moved to the failed folder", "uid", uint32(uid), "bytes", len(raw))
+			st.LastUID = uint32(uid)
+			if err := in.State.Save(ctx, m.Name, st); err != nil {
+				return stored, err
+			}
 		}
 		if uint32(uid) > st.LastUID {
 			msg := &mailwavev1.InboundMessage{
@@ -335,7 +421,7 @@ func (in *Intake) drain(ctx context.Context, c *imapclient.Client) (int, error) 
 			}
 		}
 		to := m.Processed
-		if !arf.IsReport(raw) {
+		if tooBig || !arf.IsReport(raw) {
 			to = m.Failed
 		}
 		if _, err := c.Move(imap.UIDSetNum(uid), to).Wait(); err != nil {
@@ -372,7 +458,7 @@ func (in *Intake) wait(ctx context.Context, c *imapclient.Client, news chan stru
 	}
 	t := time.NewTimer(poll)
 	defer t.Stop()
-	if !c.Caps().Has(imap.CapIdle) {
+	if in.Mailbox.PollOnly || !c.Caps().Has(imap.CapIdle) {
 		select {
 		case <-ctx.Done():
 		case <-t.C:
@@ -405,12 +491,4 @@ func (in *Intake) wait(ctx context.Context, c *imapclient.Client, news chan stru
 func imapMessageID(mailbox string, validity uint32, uid imap.UID) string {
 	sum := sha256.Sum256([]byte("imap\x00" + mailbox + "\x00" + strconv.FormatUint(uint64(validity), 10) + "\x00" + strconv.FormatUint(uint64(uid), 10)))
 	return hex.EncodeToString(sum[:16])
-}
-
-func hostOf(addr string) string {
-	h, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	return h
 }

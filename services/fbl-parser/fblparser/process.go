@@ -33,6 +33,7 @@ const (
 	OutcomeDuplicate   Outcome = "duplicate"   // the same report was processed before
 	OutcomeUnparseable Outcome = "unparseable" // not a feedback report; kept in INBOUND only
 	OutcomeIgnored     Outcome = "ignored"     // a trusted report of a kind that is not a complaint (not-spam, auth-failure)
+	OutcomeOptOut      Outcome = "opt-out"     // trusted opt-out request: unsubscribed event and suppression, not a complaint
 )
 
 // Processor turns stored feedback reports into complaints: it parses
@@ -40,7 +41,10 @@ const (
 // and the message from our own VERP return path or Message-ID, and for a
 // trusted report that was not seen before publishes a complained
 // DeliveryEvent and a ComplaintReport, suppresses the recipient for the
-// whole brand and counts the complaint in Redis.
+// whole brand and counts the complaint in Redis. An opt-out report
+// (RFC 5965 §7.3 "opt-out") is an unsubscribe, not a complaint: it
+// publishes an unsubscribed event and suppresses the recipient for the
+// brand, without counting.
 type Processor struct {
 	// Signer checks VERP return paths; nil disables VERP recovery.
 	Signer *verp.Signer
@@ -106,12 +110,16 @@ func (p *Processor) Process(ctx context.Context, in *mailwavev1.InboundMessage) 
 		log.Warn("fbl: not a feedback report", "err", err.Error())
 		return OutcomeUnparseable, nil
 	}
-	trusted, why := p.Trust.Check(in, rep)
+	trusted, why, err := p.Trust.Check(in, rep)
+	if err != nil {
+		return "", err
+	}
 	corr, rec, err := p.correlate(ctx, rep)
 	if err != nil {
 		return "", err
 	}
 	cr := p.complaintReport(in, rep, corr, trusted)
+	cr.QuarantineReason = why
 	log = log.With("fingerprint", rep.Fingerprint, "tenant", corr.GetTenant(), "message_id", corr.GetMessageId(), "method", corr.GetMethod())
 	if !trusted {
 		// Quarantine: the raw message stays in INBOUND; the report is
@@ -130,16 +138,43 @@ func (p *Processor) Process(ctx context.Context, in *mailwavev1.InboundMessage) 
 		log.Info("fbl: duplicate report")
 		return OutcomeDuplicate, nil
 	}
+	o, err := p.act(ctx, in, rep, cr, corr, rec)
+	if err != nil {
+		return "", err
+	}
+	// Only now is the report done: a copy of the same inbound message
+	// delivered again (stored twice across a crash, or redelivered after
+	// the duplicate windows of the streams) finds the mark and does
+	// nothing, while one interrupted before this point completes its
+	// effects, each of which is idempotent.
+	if err := p.Redis.Set(ctx, DoneKey(rep.Fingerprint), in.GetId(), p.dedupTTL()).Err(); err != nil {
+		return "", fmt.Errorf("fblparser: done mark: %w", err)
+	}
+	log.Info("fbl: report acted on", "outcome", string(o), "recipient_known", corr.GetRecipient() != "", "feedback_type", rep.FeedbackType)
+	return o, nil
+}
+
+// act carries out a trusted report's effects, once claimed.
+func (p *Processor) act(ctx context.Context, in *mailwavev1.InboundMessage, rep *arf.Report, cr *mailwavev1.ComplaintReport, corr *mailwavev1.Correlation, rec *mailwavev1.MessageRecord) (Outcome, error) {
+	switch n, err := p.Redis.Exists(ctx, DoneKey(rep.Fingerprint)).Result(); {
+	case err != nil:
+		return "", fmt.Errorf("fblparser: done mark: %w", err)
+	case n > 0:
+		return OutcomeDuplicate, nil
+	}
 	if err := p.publishReport(ctx, cr); err != nil {
 		return "", err
 	}
 	switch rep.FeedbackType {
 	case arf.FeedbackNotSpam, arf.FeedbackAuthFailure:
-		log.Info("fbl: report is not a complaint", "feedback_type", rep.FeedbackType)
 		return OutcomeIgnored, nil
 	}
+	optOut := rep.FeedbackType == arf.FeedbackOptOut
 	if corr.GetTenant() == "" {
-		log.Warn("fbl: complaint not tied to any tenant")
+		p.log().Warn("fbl: report not tied to any tenant", "inbound_id", in.GetId(), "fingerprint", rep.Fingerprint)
+		if optOut {
+			return OutcomeOptOut, nil
+		}
 		return OutcomeActed, p.count(ctx, rep.Fingerprint, corr)
 	}
 	if err := p.publishEvent(ctx, in, rep, corr, rec); err != nil {
@@ -150,11 +185,20 @@ func (p *Processor) Process(ctx context.Context, in *mailwavev1.InboundMessage) 
 			return "", err
 		}
 	}
+	if optOut {
+		return OutcomeOptOut, nil
+	}
 	if err := p.count(ctx, rep.Fingerprint, corr); err != nil {
 		return "", err
 	}
-	log.Info("fbl: complaint", "recipient_known", corr.GetRecipient() != "", "feedback_type", rep.FeedbackType)
 	return OutcomeActed, nil
+}
+
+func (p *Processor) dedupTTL() time.Duration {
+	if p.DedupTTL <= 0 {
+		return 30 * 24 * time.Hour
+	}
+	return p.DedupTTL
 }
 
 var ourMessageID = regexp.MustCompile(`^<?([0-9a-f]{32})@([^>\s]+)>?$`)
@@ -219,9 +263,13 @@ func (p *Processor) correlate(ctx context.Context, rep *arf.Report) (*mailwavev1
 	if id != "" {
 		corr.MessageId = id
 	}
-	// Feedback-ID: "campaign:stream:brand:tenant" as the planner writes it.
+	// Feedback-ID: "campaign:stream:brand:tenant" as the planner writes it
+	// ("none" when the message belongs to no campaign).
 	if fid := rep.Reported.FeedbackID; len(fid.Identifiers) == 3 && fid.SenderID != "" {
 		corr.CampaignId, corr.MailStream, corr.Brand, corr.Tenant = fid.Identifiers[0], fid.Identifiers[1], fid.Identifiers[2], fid.SenderID
+		if corr.CampaignId == "none" {
+			corr.CampaignId = ""
+		}
 		corr.Method = "feedback-id"
 	}
 	if r := rep.Recipient(); r != "" && corr.Tenant != "" {
@@ -247,6 +295,7 @@ func (p *Processor) complaintReport(in *mailwavev1.InboundMessage, rep *arf.Repo
 		Trusted:          trusted,
 		Fingerprint:      rep.Fingerprint,
 		ReceivedAt:       in.GetReceivedAt(),
+		Source:           in.GetSource(),
 	}
 	if trusted {
 		// One report per fingerprint, whichever copy carried it.
@@ -274,9 +323,13 @@ func (p *Processor) publishEvent(ctx context.Context, in *mailwavev1.InboundMess
 	if occurred == nil {
 		occurred = timestamppb.New(p.now())
 	}
+	kind, reason, idKind := mailwavev1.EventKind_EVENT_KIND_COMPLAINED, "complaint", "complained"
+	if rep.FeedbackType == arf.FeedbackOptOut {
+		kind, reason, idKind = mailwavev1.EventKind_EVENT_KIND_UNSUBSCRIBED, "unsubscribe", "unsubscribed"
+	}
 	ev := &mailwavev1.DeliveryEvent{
-		EventId:       stableID("complained", rep.Fingerprint),
-		Kind:          mailwavev1.EventKind_EVENT_KIND_COMPLAINED,
+		EventId:       stableID(idKind, rep.Fingerprint),
+		Kind:          kind,
 		Origin:        mailwavev1.Origin_ORIGIN_FBL,
 		MessageId:     corr.GetMessageId(),
 		Tenant:        corr.GetTenant(),
@@ -284,7 +337,7 @@ func (p *Processor) publishEvent(ctx context.Context, in *mailwavev1.InboundMess
 		MailStream:    corr.GetMailStream(),
 		CampaignId:    corr.GetCampaignId(),
 		Recipient:     corr.GetRecipient(),
-		Reason:        "complaint",
+		Reason:        reason,
 		SourceIp:      corr.GetSourceIp(),
 		SendingDomain: corr.GetSendingDomain(),
 		Provider:      corr.GetProvider(),
@@ -309,12 +362,16 @@ func (p *Processor) publishEvent(ctx context.Context, in *mailwavev1.InboundMess
 // suppress writes the brand-wide suppression; one already there (a hard
 // bounce, a manual entry) is kept as it is.
 func (p *Processor) suppress(ctx context.Context, rep *arf.Report, corr *mailwavev1.Correlation) error {
+	reason := "complaint"
+	if rep.FeedbackType == arf.FeedbackOptOut {
+		reason = "unsubscribe"
+	}
 	s := &mailwavev1.Suppression{
 		Address:   corr.GetRecipient(),
 		Tenant:    corr.GetTenant(),
 		Brand:     corr.GetBrand(),
 		Scope:     mailwavev1.SuppressionScope_SUPPRESSION_SCOPE_BRAND,
-		Reason:    "complaint",
+		Reason:    reason,
 		Origin:    mailwavev1.Origin_ORIGIN_FBL,
 		CreatedAt: timestamppb.New(p.now()),
 		Evidence: map[string]string{
@@ -341,10 +398,7 @@ func (p *Processor) suppress(ctx context.Context, rep *arf.Report, corr *mailwav
 // delivered again (a crash before its ack) claims it again, so that its
 // unfinished effects are completed.
 func (p *Processor) claim(ctx context.Context, fp, inboundID string) (bool, error) {
-	ttl := p.DedupTTL
-	if ttl <= 0 {
-		ttl = 30 * 24 * time.Hour
-	}
+	ttl := p.dedupTTL()
 	key := SeenKey(fp)
 	ok, err := p.Redis.SetNX(ctx, key, inboundID, ttl).Result()
 	if err != nil {

@@ -3,6 +3,8 @@ package fblparser
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"time"
@@ -14,65 +16,115 @@ import (
 	mailwavev1 "github.com/mailwave/mailwave/proto/mailwave/v1"
 )
 
-// Trust decides whether a report is acted on. A report read from a
-// feedback mailbox is trusted when that mailbox is configured trusted; a
-// report received by SMTP when its sender's domain (envelope or From) is
-// one of SMTPDomains (or below one) and, with RequireDKIM, it carries a
-// DKIM signature (RFC 6376) that verifies for a domain of that list.
-type Trust struct {
-	// Mailboxes maps a mailbox name to whether it is trusted.
-	Mailboxes map[string]bool
-	// SMTPDomains are the feedback-loop operators' domains.
-	SMTPDomains []string
-	// RequireDKIM demands a verifying DKIM signature of an SMTPDomains
-	// domain on SMTP reports.
+// SourceTrust says when the reports of one source are acted on.
+type SourceTrust struct {
+	// Trusted must be set for anything from the source to be acted on.
+	Trusted bool
+	// Domains, when not empty, are the feedback-loop operators' domains:
+	// the report's author (its From, or for SMTP also the envelope
+	// sender) must be in one of them or below.
+	Domains []string
+	// RequireDKIM demands a DKIM signature (RFC 6376) of a Domains domain
+	// that verifies.
 	RequireDKIM bool
+}
+
+// Trust decides whether a report is acted on. A report read from a
+// feedback mailbox ("imap:<name>" source) follows that mailbox's
+// SourceTrust; a report received by SMTP follows SMTP, which the service
+// sets to its configured reporter domains with DKIM required. Whatever is
+// not trusted is kept in quarantine: stored, reported, never acted on.
+type Trust struct {
+	// Mailboxes maps a mailbox name to its trust.
+	Mailboxes map[string]SourceTrust
+	// SMTP is the trust of reports received by SMTP.
+	SMTP SourceTrust
 	// LookupTXT resolves DKIM key records; nil uses the system resolver.
 	LookupTXT func(domain string) ([]string, error)
 }
 
-// Check reports whether in is trusted, and why not.
-func (t *Trust) Check(in *mailwavev1.InboundMessage, rep *arf.Report) (bool, string) {
+// MailboxTrust is the SourceTrust of a configured mailbox.
+func MailboxTrust(m Mailbox) SourceTrust {
+	return SourceTrust{Trusted: m.Trusted, Domains: m.Reporters, RequireDKIM: m.RequireDKIM}
+}
+
+// ErrTrustTemporary wraps a check that could not be decided now (a DKIM
+// key lookup that failed temporarily, RFC 6376 §6.1.2): the report is
+// looked at again later rather than quarantined for good.
+var ErrTrustTemporary = errors.New("fblparser: trust undecided")
+
+// Check reports whether in is trusted, and why not. It returns an error
+// wrapping ErrTrustTemporary when that cannot be decided now.
+func (t *Trust) Check(in *mailwavev1.InboundMessage, rep *arf.Report) (bool, string, error) {
 	if t == nil {
-		return false, "no trust configured"
+		return false, "no trust configured", nil
 	}
 	src := in.GetSource()
+	st, what := t.SMTP, "smtp"
 	if name, ok := strings.CutPrefix(src, "imap:"); ok {
-		if t.Mailboxes[name] {
-			return true, ""
+		var known bool
+		if st, known = t.Mailboxes[name]; !known {
+			return false, "mailbox " + name + " is not configured", nil
 		}
-		return false, "mailbox " + name + " is not trusted"
+		what = "mailbox " + name
 	}
-	from := ""
+	if !st.Trusted {
+		return false, what + " is not a trusted source", nil
+	}
+	if len(st.Domains) == 0 {
+		if st.RequireDKIM {
+			return false, what + " requires dkim but names no reporter domain", nil
+		}
+		return true, "", nil
+	}
+	author := ""
 	if rep != nil {
-		from = rep.Header.Get("From")
+		author = rep.Header.Get("From")
 		if a, err := rep.Header.AddressList("From"); err == nil && len(a) > 0 {
-			from = a[0].Address
+			author = a[0].Address
 		}
 	}
-	if !t.domainOK(inbound.Domain(in.GetMailFrom())) && !t.domainOK(inbound.Domain(from)) {
-		return false, "sender domain is not a configured feedback loop"
+	envelope := ""
+	if what == "smtp" {
+		envelope = in.GetMailFrom()
 	}
-	if !t.RequireDKIM {
-		return true, ""
+	if !domainIn(inbound.Domain(author), st.Domains) && !domainIn(inbound.Domain(envelope), st.Domains) {
+		return false, "reporter " + inbound.Domain(author) + " is not configured for " + what, nil
+	}
+	if !st.RequireDKIM {
+		return true, "", nil
 	}
 	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(in.GetRaw()), &dkim.VerifyOptions{LookupTXT: t.LookupTXT, MaxVerifications: 5})
 	if err != nil && len(verifs) == 0 {
-		return false, "dkim: " + err.Error()
+		return false, "dkim: " + err.Error(), nil
 	}
+	why := "no dkim signature"
+	var temp error
 	for _, v := range verifs {
-		if v.Err == nil && t.domainOK(strings.ToLower(v.Domain)) {
-			return true, ""
+		switch {
+		case v.Err != nil && dkim.IsTempFail(v.Err) && domainIn(strings.ToLower(v.Domain), st.Domains):
+			temp = fmt.Errorf("%w: dkim key of %s: %v", ErrTrustTemporary, v.Domain, v.Err)
+		case v.Err != nil:
+			why = "dkim signature of " + v.Domain + " does not verify: " + v.Err.Error()
+		case domainIn(strings.ToLower(v.Domain), st.Domains):
+			return true, "", nil
+		default:
+			why = "dkim signature of " + v.Domain + ", not of a configured reporter"
 		}
 	}
-	return false, "no valid dkim signature of a configured domain"
+	if temp != nil {
+		return false, "", temp
+	}
+	return false, why, nil
 }
 
-func (t *Trust) domainOK(d string) bool {
+// domainIn reports whether d is one of domains or below one.
+func domainIn(d string, domains []string) bool {
+	d = strings.ToLower(strings.TrimSuffix(d, "."))
 	if d == "" {
 		return false
 	}
-	for _, c := range t.SMTPDomains {
+	for _, c := range domains {
 		c = strings.ToLower(strings.TrimSuffix(c, "."))
 		if d == c || strings.HasSuffix(d, "."+c) {
 			return true

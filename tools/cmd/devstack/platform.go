@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/mailwave/mailwave/pkg/ispsim"
 	"github.com/mailwave/mailwave/pkg/service"
 	mailwavev1 "github.com/mailwave/mailwave/proto/mailwave/v1"
+	"github.com/mailwave/mailwave/services/fbl-parser/fblparser"
 	"github.com/mailwave/mailwave/tools/stack"
 )
 
@@ -75,12 +77,19 @@ func runPlatform(ctx context.Context, o options, getenv func(string) string, std
 		SourceIPs: sourceIPs,
 		HeloNames: heloNames,
 		Logger:    logger,
+		// fbl-parser reads the simulator's feedback mailboxes.
+		FeedbackMailboxes: simMailboxes(sim),
 	})
 	if err != nil {
 		return err
 	}
-	// DSNs the simulator sends to return paths reach inbound-dsn.
+	// DSNs the simulator sends to return paths reach inbound-dsn, and
+	// complaints it sends by SMTP reach fbl-parser.
 	if err := sim.SetRoute(stack.DefaultBounceDomain, st.InboundDSN); err != nil {
+		_ = st.Stop()
+		return err
+	}
+	if err := sim.SetRoute(domainOf(stack.DefaultFBLAddress), st.FBL); err != nil {
 		_ = st.Stop()
 		return err
 	}
@@ -108,6 +117,26 @@ func runPlatform(ctx context.Context, o options, getenv func(string) string, std
 	<-ctx.Done()
 	return nil
 }
+
+// simMailboxes are the simulator's feedback mailboxes, one per IMAP user
+// of its profile, trusted: the simulator's providers are the feedback
+// loops this platform enrolled in. (Its SMTP complaints carry no DKIM
+// signature, so they stay in quarantine.)
+func simMailboxes(sim *ispsim.Sim) []fblparser.Mailbox {
+	host, port, err := net.SplitHostPort(sim.IMAPAddr())
+	if err != nil {
+		return nil
+	}
+	p, _ := strconv.Atoi(port)
+	var out []fblparser.Mailbox
+	for i, u := range sim.Profile().IMAP.Users {
+		out = append(out, fblparser.Mailbox{Name: fmt.Sprintf("ispsim-%d", i+1), Host: host, Port: p,
+			TLS: fblparser.TLSNone, Username: u.Username, Password: u.Password, Trusted: true})
+	}
+	return out
+}
+
+func domainOf(addr string) string { return addr[strings.LastIndexByte(addr, '@')+1:] }
 
 func loadProfile(path string) (*ispsim.Profile, error) {
 	if path == "" {
@@ -145,6 +174,8 @@ func printWhere(w io.Writer, st *stack.Stack, sim *ispsim.Sim, simHTTP, dataDir 
 	for _, n := range names {
 		fmt.Fprintf(tw, "  %s\thttp://%s\t/healthz /readyz /metrics\n", n, st.HTTP[n])
 	}
+	fmt.Fprintf(tw, "  inbound-dsn SMTP\t%s\t(%s)\n", st.InboundDSN, stack.DefaultBounceDomain)
+	fmt.Fprintf(tw, "  fbl-parser SMTP\t%s\t(%s; reads the simulator's IMAP mailbox)\n", st.FBL, stack.DefaultFBLAddress)
 	fmt.Fprintf(tw, "  simulator DNS\t%s\n", sim.DNSAddr())
 	fmt.Fprintf(tw, "  simulator SMTP\tport %d on each provider address\n", sim.SMTPPort())
 	fmt.Fprintf(tw, "  simulator IMAP\t%s\n", sim.IMAPAddr())

@@ -159,8 +159,12 @@ func printClassifyTable(w io.Writer, results []classifyResult) error {
 		case r.err != nil:
 			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t\t\t\t\n", r.File, r.Kind, r.IsBounce, "unreadable")
 		case r.Feedback != nil:
-			fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t\t\t%v\t\n", r.File, r.Kind, r.IsBounce,
-				r.Feedback["original_rcpt_to"], r.Feedback["feedback_type"])
+			// The recipient as the report gives it, or "redacted".
+			rcpt, _ := r.Feedback["recipient"].(string)
+			if rcpt == "" {
+				rcpt = "(redacted)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t\t\t%v\t\n", r.File, r.Kind, r.IsBounce, rcpt, r.Feedback["feedback_type"])
 		case len(r.Records) == 0:
 			fmt.Fprintf(tw, "%s\t%s\t%v\t-\t\t\t\t\n", r.File, r.Kind, r.IsBounce)
 		}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -109,6 +112,59 @@ func TestClassifyARFNotReport(t *testing.T) {
 	} {
 		if got, ok := classifyARF([]byte(raw)); ok || got != nil {
 			t.Errorf("%s: classifyARF = %v, %v; want nil, false", name, got, ok)
+		}
+	}
+}
+
+// TestClassifyARFCorpus classifies the ARF corpus (pkg/arf/testdata/corpus,
+// real reports from sisimai and mail-auth): every one is "arf" with a
+// feedback object carrying the fields the JSON output promises, and the
+// fields agree with the corpus labels for a few of them.
+func TestClassifyARFCorpus(t *testing.T) {
+	var out, errb bytes.Buffer
+	dir := filepath.Join("..", "..", "..", "pkg", "arf", "testdata", "corpus")
+	if err := run(context.Background(), []string{"classify", "--json", dir}, &out, &errb); err != nil {
+		t.Fatalf("classify: %v\n%s", err, errb.String())
+	}
+	got := map[string]map[string]any{}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var r struct {
+			File     string         `json:"file"`
+			Kind     string         `json:"kind"`
+			Feedback map[string]any `json:"feedback"`
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		if r.Kind != "arf" || r.Feedback == nil {
+			t.Errorf("%s: kind %q feedback %v, want arf with a feedback object", r.File, r.Kind, r.Feedback)
+			continue
+		}
+		for _, k := range []string{"feedback_type", "original_rcpt_to", "original_mail_from", "source_ip", "reported_domain"} {
+			if _, ok := r.Feedback[k]; !ok {
+				t.Errorf("%s: feedback lacks %s", r.File, k)
+			}
+		}
+		got[r.File] = r.Feedback
+	}
+	if len(got) != 10 {
+		t.Fatalf("%d reports classified, want 10", len(got))
+	}
+	for _, tc := range []struct {
+		file, feedbackType, sourceIP, mailFrom, rcpt string
+	}{
+		{"arf-01.eml", "abuse", "192.0.2.89", "", ""},
+		{"arf-18.eml", "auth-failure", "192.0.2.222", "sironeko@example.org", "kijitora@example.com"},
+		{"mail-auth-002.eml", "abuse", "192.0.2.1", "somespammer@example.net", "user@example.com"},
+	} {
+		f := got[tc.file]
+		rcpts, _ := f["original_rcpt_to"].([]any)
+		first := ""
+		if len(rcpts) > 0 {
+			first, _ = rcpts[0].(string)
+		}
+		if f["feedback_type"] != tc.feedbackType || f["source_ip"] != tc.sourceIP || f["original_mail_from"] != tc.mailFrom || first != tc.rcpt {
+			t.Errorf("%s: %v", tc.file, f)
 		}
 	}
 }
