@@ -64,9 +64,9 @@ var variants = []variant{
 		"deploy/k8s/components/hpa-sender", "deploy/k8s/components/sender-ip-nodes",
 	}, expect: expectHostNetworkSenders},
 	{name: "external-nats+egress", components: []string{
-		"deploy/k8s/components/nats-external", "deploy/k8s/components/redis-managed",
-		"deploy/k8s/components/network-policies", "deploy/k8s/components/monitoring",
-		"deploy/k8s/components/keda-sender", "deploy/k8s/components/sender-egress-socks",
+		"deploy/k8s/components/redis-managed", "deploy/k8s/components/network-policies",
+		"deploy/k8s/components/monitoring", "deploy/k8s/components/keda-sender",
+		"deploy/k8s/components/nats-external", "deploy/k8s/components/sender-egress-socks",
 	}},
 }
 
