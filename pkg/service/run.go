@@ -20,6 +20,9 @@ type Options struct {
 	Routes map[string]http.Handler
 	// OnListen, when set, receives the HTTP listener's address.
 	OnListen func(net.Addr)
+	// OnStart, when set, receives the runtime once the service has set
+	// up its work (and registered its metrics), before it serves HTTP.
+	OnStart func(*Runtime)
 }
 
 // Run opens the runtime, serves HTTP, and runs work until ctx is
@@ -35,6 +38,9 @@ func Run(ctx context.Context, name string, c Common, opts Options, log *slog.Log
 	routes, loop, err := work(ctx, rt)
 	if err != nil {
 		return err
+	}
+	if opts.OnStart != nil {
+		opts.OnStart(rt)
 	}
 	for p, h := range opts.Routes {
 		if routes == nil {

@@ -121,13 +121,15 @@ func LoadConfig(name string, args []string, getenv func(string) string, cfg Vali
 
 // Runtime holds the connections a service works with.
 type Runtime struct {
-	Name    string
-	Log     *slog.Logger
-	NC      *nats.Conn
-	JS      jetstream.JetStream
-	Redis   *redis.Client
-	Pub     *events.Publisher
-	Metrics *prometheus.Registry
+	Name  string
+	Log   *slog.Logger
+	NC    *nats.Conn
+	JS    jetstream.JetStream
+	Redis *redis.Client
+	Pub   *events.Publisher
+	// Metrics is the registry /metrics serves; Metrics.Catalog lists
+	// every metric registered with it.
+	Metrics *Registry
 	// DeadLetters counts messages the service dead-lettered, by stream.
 	DeadLetters *prometheus.CounterVec
 	common      Common
@@ -172,8 +174,9 @@ func Open(ctx context.Context, name string, c Common, log *slog.Logger) (*Runtim
 		return nil, fmt.Errorf("service: redis url: %w", err)
 	}
 	rdb := redis.NewClient(ropts)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newQueueCollector(js, name, topo.Consumers(), log))
 	dead := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailwave_dead_letters_total",
 		Help: "Messages a service could not decode or process, sent to the dead-letter subject.",

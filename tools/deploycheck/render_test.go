@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -26,8 +27,10 @@ const root = "../.."
 // rendered is one kustomization's output, decoded into typed objects.
 type rendered struct {
 	name         string
+	namespace    string // of the namespaced objects
 	deployments  []*appsv1.Deployment
 	statefulSets []*appsv1.StatefulSet
+	daemonSets   []*appsv1.DaemonSet
 	services     []*corev1.Service
 	configMaps   map[string]*corev1.ConfigMap
 	secrets      map[string]*corev1.Secret
@@ -47,30 +50,37 @@ type variant struct {
 	name       string
 	dir        string   // an overlay directory, relative to root
 	components []string // or: base plus these components, relative to root
+	// expect, when set, checks what this variant promises beyond what
+	// every variant does.
+	expect func(t *testing.T, r *rendered)
 }
 
 var variants = []variant{
 	{name: "base", dir: "deploy/k8s/base"},
-	{name: "dev", dir: "deploy/k8s/overlays/dev"},
-	{name: "prod", dir: "deploy/k8s/overlays/prod"},
+	{name: "dev", dir: "deploy/k8s/overlays/dev", expect: expectDev},
+	{name: "prod", dir: "deploy/k8s/overlays/prod", expect: expectProd},
 	{name: "hpa+ip-nodes", components: []string{
 		"deploy/k8s/components/nats", "deploy/k8s/components/redis",
 		"deploy/k8s/components/hpa-sender", "deploy/k8s/components/sender-ip-nodes",
+	}, expect: expectHostNetworkSenders},
+	{name: "external-nats+egress", components: []string{
+		"deploy/k8s/components/redis-managed", "deploy/k8s/components/network-policies",
+		"deploy/k8s/components/monitoring", "deploy/k8s/components/keda-sender",
+		"deploy/k8s/components/nats-external", "deploy/k8s/components/sender-egress-socks",
 	}},
 }
 
-func scheme(t *testing.T) *runtime.Scheme {
-	t.Helper()
+func scheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		corev1.AddToScheme, appsv1.AddToScheme, policyv1.AddToScheme,
 		autoscalingv2.AddToScheme, networkingv1.AddToScheme,
 	} {
 		if err := add(s); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
-	return s
+	return s, nil
 }
 
 // render runs kustomize in process and decodes every object strictly:
@@ -82,52 +92,85 @@ func render(t *testing.T, v variant) *rendered {
 		t.Fatal(err)
 	}
 	if v.dir == "" {
+		// kustomize accepts only relative paths to other kustomizations.
 		dir = t.TempDir()
-		base, _ := filepath.Abs(filepath.Join(root, "deploy/k8s/base"))
+		rel := func(p string) string {
+			abs, err := filepath.Abs(filepath.Join(root, p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := filepath.Rel(dir, abs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
 		var k strings.Builder
-		fmt.Fprintf(&k, "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: mailwave\nresources:\n  - %s\ncomponents:\n", base)
+		fmt.Fprintf(&k, "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: mailwave\nresources:\n  - %s\ncomponents:\n", rel("deploy/k8s/base"))
 		for _, c := range v.components {
-			abs, _ := filepath.Abs(filepath.Join(root, c))
-			fmt.Fprintf(&k, "  - %s\n", abs)
+			fmt.Fprintf(&k, "  - %s\n", rel(c))
 		}
 		fmt.Fprintf(&k, "secretGenerator:\n  - name: mailwave-verp\n    literals: [keys=check-only-verp-key-0001]\n")
 		if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k.String()), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+	r, err := renderDir(v.name, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// renderDir renders the kustomization in dir; name names it in errors.
+func renderDir(name, dir string) (*rendered, error) {
 	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
-		t.Fatalf("%s: kustomize: %v", v.name, err)
+		return nil, fmt.Errorf("%s: kustomize: %w", name, err)
 	}
-	sch := scheme(t)
+	sch, err := scheme()
+	if err != nil {
+		return nil, err
+	}
 	strict := kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, sch, sch, kjson.SerializerOptions{Strict: true})
-	out := &rendered{name: v.name, configMaps: map[string]*corev1.ConfigMap{},
+	out := &rendered{name: name, configMaps: map[string]*corev1.ConfigMap{},
 		secrets: map[string]*corev1.Secret{}, accounts: map[string]*corev1.ServiceAccount{}}
 	for _, res := range m.Resources() {
 		raw, err := res.MarshalJSON()
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
-		id := fmt.Sprintf("%s %s/%s", v.name, res.GetKind(), res.GetName())
+		id := fmt.Sprintf("%s %s/%s", name, res.GetKind(), res.GetName())
+		if ns := res.GetNamespace(); ns != "" {
+			out.namespace = ns
+		}
 		if res.GetApiVersion() == "keda.sh/v1alpha1" || res.GetApiVersion() == "monitoring.coreos.com/v1" {
-			out.decodeCustom(t, id, res.GetKind(), raw)
+			if err := out.decodeCustom(id, res.GetKind(), raw); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		obj, _, err := strict.Decode(raw, nil, nil)
 		if err != nil {
-			t.Fatalf("%s: %v", id, err)
+			return nil, fmt.Errorf("%s: %w", id, err)
 		}
 		switch o := obj.(type) {
 		case *appsv1.Deployment:
 			out.deployments = append(out.deployments, o)
 		case *appsv1.StatefulSet:
 			out.statefulSets = append(out.statefulSets, o)
+		case *appsv1.DaemonSet:
+			out.daemonSets = append(out.daemonSets, o)
 		case *corev1.Service:
 			out.services = append(out.services, o)
+		// Generated ConfigMaps and Secrets are found by their rendered
+		// name and by the name the generator gives (without the hash).
 		case *corev1.ConfigMap:
 			out.configMaps[o.Name] = o
+			out.configMaps[hashSuffix.ReplaceAllString(o.Name, "")] = o
 		case *corev1.Secret:
 			out.secrets[o.Name] = o
+			out.secrets[hashSuffix.ReplaceAllString(o.Name, "")] = o
 		case *corev1.ServiceAccount:
 			out.accounts[o.Name] = o
 		case *corev1.Namespace:
@@ -139,10 +182,23 @@ func render(t *testing.T, v variant) *rendered {
 		case *networkingv1.NetworkPolicy:
 			out.netpols = append(out.netpols, o)
 		default:
-			t.Fatalf("%s: no check knows the kind %T", id, obj)
+			return nil, fmt.Errorf("%s: no check knows the kind %T", id, obj)
 		}
 	}
-	return out
+	return out, nil
+}
+
+// hashSuffix is the content hash kustomize appends to generated names.
+var hashSuffix = regexp.MustCompile(`-[bcdfghkmnt2-9]{10}$`)
+
+// reporter is what the checks need of a test: *testing.T, or a recorder
+// that collects the errors of a check expected to fail.
+type reporter interface {
+	Helper()
+	Errorf(format string, args ...any)
+	Fatalf(format string, args ...any)
+	Fatal(args ...any)
+	TempDir() string
 }
 
 // strictJSON decodes raw into dst, refusing fields dst does not declare.
@@ -152,8 +208,7 @@ func strictJSON(raw []byte, dst any) error {
 	return dec.Decode(dst)
 }
 
-func (r *rendered) decodeCustom(t *testing.T, id, kind string, raw []byte) {
-	t.Helper()
+func (r *rendered) decodeCustom(id, kind string, raw []byte) error {
 	var err error
 	switch kind {
 	case "ScaledObject":
@@ -169,9 +224,10 @@ func (r *rendered) decodeCustom(t *testing.T, id, kind string, raw []byte) {
 		err = strictJSON(raw, o)
 		r.rules = append(r.rules, o)
 	default:
-		t.Fatalf("%s: no check knows the kind", id)
+		return fmt.Errorf("%s: no check knows the kind", id)
 	}
 	if err != nil {
-		t.Fatalf("%s: %v", id, err)
+		return fmt.Errorf("%s: %w", id, err)
 	}
+	return nil
 }
