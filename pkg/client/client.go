@@ -66,6 +66,10 @@ func Validate(req *mailwavev1.SendRequest) error {
 		return fmt.Errorf("%w: recipients and audience are exclusive", ErrInvalidRequest)
 	case req.GetRaw() == nil && req.GetTemplate() == nil:
 		return fmt.Errorf("%w: content (raw or template) is required", ErrInvalidRequest)
+	case req.GetPriority() == mailwavev1.Priority_PRIORITY_TRANSACTIONAL && (req.GetAudience() != nil || len(req.GetRecipients()) != 1):
+		// The transactional lane is for one-to-one mail; many recipients
+		// are a campaign, planned in waves on the bulk lane.
+		return fmt.Errorf("%w: a transactional request has exactly one recipient", ErrInvalidRequest)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package planner
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -59,28 +60,47 @@ type ndjsonRecipient struct {
 }
 
 func readNDJSON(r io.Reader, each func(*mailwavev1.Recipient) error) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	br := bufio.NewReaderSize(r, 64<<10)
 	line := 0
-	for sc.Scan() {
-		line++
-		text := strings.TrimSpace(sc.Text())
-		if text == "" {
-			continue
+	for {
+		text, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A line longer than the buffer: gather it whole, to a bound.
+			long := append([]byte(nil), text...)
+			for errors.Is(err, bufio.ErrBufferFull) && len(long) < maxLine {
+				text, err = br.ReadSlice('\n')
+				long = append(long, text...)
+			}
+			if errors.Is(err, bufio.ErrBufferFull) {
+				return fmt.Errorf("%w: line %d: longer than %d bytes", errAudience, line+1, maxLine)
+			}
+			text = long
 		}
-		var rec ndjsonRecipient
-		if err := json.Unmarshal([]byte(text), &rec); err != nil {
-			return fmt.Errorf("%w: line %d: %w", errAudience, line, err)
+		if err != nil && !errors.Is(err, io.EOF) {
+			// The store failed mid-object: temporary, the pass is
+			// retried (what was planned is remembered).
+			return fmt.Errorf("planner: read audience: %w", err)
 		}
-		if err := each(&mailwavev1.Recipient{Address: rec.Address, Vars: rec.Vars, ExternalId: rec.ExternalID}); err != nil {
-			return err
+		if len(text) > 0 {
+			line++
+			if t := bytes.TrimSpace(text); len(t) > 0 {
+				var rec ndjsonRecipient
+				if jerr := json.Unmarshal(t, &rec); jerr != nil {
+					return fmt.Errorf("%w: line %d: %w", errAudience, line, jerr)
+				}
+				if eerr := each(&mailwavev1.Recipient{Address: rec.Address, Vars: rec.Vars, ExternalId: rec.ExternalID}); eerr != nil {
+					return eerr
+				}
+			}
+		}
+		if err != nil {
+			return nil
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("%w: line %d: %w", errAudience, line+1, err)
-	}
-	return nil
 }
+
+// maxLine bounds one NDJSON line.
+const maxLine = 1 << 20
 
 func readCSV(r io.Reader, each func(*mailwavev1.Recipient) error) error {
 	cr := csv.NewReader(r)
