@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"strings"
 
@@ -20,37 +22,104 @@ import (
 // is dropped with the reason.
 var errAudience = errors.New("planner: audience")
 
-// audience yields the recipients of a stored audience, one at a time, so a
-// campaign of millions is never held in memory. Errors of the store are
+// readAudience yields the recipients of a stored audience, one at a time,
+// so a campaign of millions is never held in memory. The object's chunks
+// are fetched one by one as the reading goes (direct gets on the object
+// store's stream), so a slow pass never makes a pushed read time out; the
+// object's SHA-256 digest is checked at the end. Errors of the store are
 // temporary; errors of the format wrap errAudience.
 func readAudience(ctx context.Context, js jetstream.JetStream, ref *mailwavev1.AudienceRef, each func(*mailwavev1.Recipient) error) error {
 	bucket := ref.GetBucket()
 	if bucket == "" {
 		bucket = mailwavev1.ObjectStoreAudiences
 	}
-	store, err := js.ObjectStore(ctx, bucket)
+	r, err := openObject(ctx, js, bucket, ref.GetObject(), 1)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return fmt.Errorf("%w: bucket %q: %w", errAudience, bucket, err)
-		}
-		return fmt.Errorf("planner: audience bucket %s: %w", bucket, err)
+		return err
 	}
-	obj, err := store.Get(ctx, ref.GetObject())
-	if err != nil {
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
-			return fmt.Errorf("%w: object %q: %w", errAudience, ref.GetObject(), err)
-		}
-		return fmt.Errorf("planner: audience %s: %w", ref.GetObject(), err)
-	}
-	defer obj.Close()
 	switch ref.GetFormat() {
 	case mailwavev1.AudienceFormat_AUDIENCE_FORMAT_CSV:
-		return readCSV(obj, each)
+		return readCSV(r, each)
 	case mailwavev1.AudienceFormat_AUDIENCE_FORMAT_NDJSON, mailwavev1.AudienceFormat_AUDIENCE_FORMAT_UNSPECIFIED:
-		return readNDJSON(obj, each)
+		return readNDJSON(r, each)
 	default:
 		return fmt.Errorf("%w: unknown format %v", errAudience, ref.GetFormat())
 	}
+}
+
+// openObject returns a reader of an object, following a link once.
+func openObject(ctx context.Context, js jetstream.JetStream, bucket, name string, links int) (io.Reader, error) {
+	store, err := js.ObjectStore(ctx, bucket)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("%w: bucket %q: %w", errAudience, bucket, err)
+		}
+		return nil, fmt.Errorf("planner: audience bucket %s: %w", bucket, err)
+	}
+	info, err := store.GetInfo(ctx, name)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil, fmt.Errorf("%w: object %q: %w", errAudience, name, err)
+		}
+		return nil, fmt.Errorf("planner: audience %s: %w", name, err)
+	}
+	if o := info.Opts; o != nil && o.Link != nil {
+		if links == 0 || o.Link.Name == "" {
+			return nil, fmt.Errorf("%w: object %q is a link to a link or a bucket", errAudience, name)
+		}
+		lb := o.Link.Bucket
+		if lb == "" {
+			lb = bucket
+		}
+		return openObject(ctx, js, lb, o.Link.Name, links-1)
+	}
+	want, err := jetstream.DecodeObjectDigest(info.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("%w: object %q: digest %q: %w", errAudience, name, info.Digest, err)
+	}
+	// The object store's layout (NATS ADR-20): chunks on
+	// $O.<bucket>.C.<nuid> in the stream OBJ_<bucket>.
+	stream, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return nil, fmt.Errorf("planner: audience stream: %w", err)
+	}
+	return &chunkReader{ctx: ctx, stream: stream, subject: "$O." + bucket + ".C." + info.NUID, left: info.Chunks,
+		seq: 1, digest: sha256.New(), want: want, name: name}, nil
+}
+
+// chunkReader reads an object's chunks in order, one direct get each.
+type chunkReader struct {
+	ctx     context.Context
+	stream  jetstream.Stream
+	subject string
+	left    uint32
+	seq     uint64
+	buf     []byte
+	digest  hash.Hash
+	want    []byte
+	name    string
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		if r.left == 0 {
+			if !bytes.Equal(r.digest.Sum(nil), r.want) {
+				return 0, fmt.Errorf("%w: object %q does not match its digest", errAudience, r.name)
+			}
+			return 0, io.EOF
+		}
+		m, err := r.stream.GetMsg(r.ctx, r.seq, jetstream.WithGetMsgSubject(r.subject))
+		if err != nil {
+			return 0, fmt.Errorf("planner: audience %s chunk: %w", r.name, err)
+		}
+		r.seq = m.Sequence + 1
+		r.left--
+		r.digest.Write(m.Data)
+		r.buf = m.Data
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
 }
 
 type ndjsonRecipient struct {
@@ -107,7 +176,7 @@ func readCSV(r io.Reader, each func(*mailwavev1.Recipient) error) error {
 	cr.ReuseRecord = true
 	head, err := cr.Read()
 	if err != nil {
-		return fmt.Errorf("%w: header row: %w", errAudience, err)
+		return csvErr("header row", err)
 	}
 	names := append([]string(nil), head...)
 	addrCol, idCol := -1, -1
@@ -128,7 +197,7 @@ func readCSV(r io.Reader, each func(*mailwavev1.Recipient) error) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("%w: %w", errAudience, err)
+			return csvErr("row", err)
 		}
 		rec := &mailwavev1.Recipient{Address: row[addrCol], Vars: make(map[string]string, len(row))}
 		for i, v := range row {
@@ -144,4 +213,14 @@ func readCSV(r io.Reader, each func(*mailwavev1.Recipient) error) error {
 			return err
 		}
 	}
+}
+
+// csvErr tells a malformed file (errAudience) from a store that failed
+// mid-read (temporary).
+func csvErr(what string, err error) error {
+	var pe *csv.ParseError
+	if errors.As(err, &pe) || errors.Is(err, errAudience) || errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: %s: %w", errAudience, what, err)
+	}
+	return fmt.Errorf("planner: read audience: %w", err)
 }
