@@ -274,15 +274,12 @@ func TestCampaignInWavesWithWarmupAndTransactionalLane(t *testing.T) {
 	for _, a := range special {
 		fmt.Fprintf(&aud, `{"address":%q,"vars":{"name":"Special"}}`+"\n", a)
 	}
-	store, err := e.js.ObjectStore(ctx, mailwavev1.ObjectStoreAudiences)
+	ref, err := e.cl.PutAudience(ctx, "autumn.ndjson", mailwavev1.AudienceFormat_AUDIENCE_FORMAT_NDJSON, &aud)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Put(ctx, jetstream.ObjectMeta{Name: "autumn.ndjson"}, &aud); err != nil {
-		t.Fatal(err)
-	}
 	req := newsRequest("autumn", "weekly", newsText)
-	req.Audience = &mailwavev1.AudienceRef{Object: "autumn.ndjson", Format: mailwavev1.AudienceFormat_AUDIENCE_FORMAT_NDJSON, Count: campaignSize}
+	req.Audience = ref
 	campaignStart := time.Now()
 	if _, err := e.cl.Send(ctx, req); err != nil {
 		t.Fatal(err)

@@ -54,7 +54,7 @@ type Config struct {
 	EventWorkers int `env:"MW_PLANNER_EVENT_WORKERS" default:"4" usage:"events counted for campaign progress at once"`
 	// DNSServer resolves recipient domains' MX to their provider (warm-up
 	// and waves are per provider).
-	DNSServer string `env:"MW_DNS_SERVER" flag:"dns-server" usage:"host:port of the resolver for MX lookups (default: /etc/resolv.conf)"`
+	DNSServer string `env:"MW_DNS_SERVER" flag:"dns-server" usage:"host:port of the resolver for MX lookups (default: /etc/resolv.conf; none: no lookups, each recipient domain is its own provider)"`
 	// ShapingFile is the sender's shaping policy: waves are sized to it.
 	ShapingFile string `env:"MW_SHAPING_FILE" flag:"shaping" usage:"the sender's YAML shaping policy, which sizes waves (default: the shipped limits)"`
 	// WaveInterval is the spacing of a campaign's waves.

@@ -214,6 +214,10 @@ func timeOr(ts *timestamppb.Timestamp, def time.Time) time.Time {
 func (p *planner) count(ctx context.Context, r *request) error {
 	byDomain := map[string]int{}
 	err := p.forEach(ctx, r.req, func(idx int, rcpt *mailwavev1.Recipient) error {
+		if idx%100_000 == 99_999 && r.msg != nil {
+			// Millions of recipients take seconds: keep the request ours.
+			_ = r.msg.InProgress()
+		}
 		if r.bits.has(idx) {
 			return nil
 		}

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mailwave/mailwave/pkg/testenv"
 	mailwavev1 "github.com/mailwave/mailwave/proto/mailwave/v1"
@@ -63,8 +65,9 @@ func TestNewIPCapSpillsToWarmIPs(t *testing.T) {
 }
 
 // A pool that does not spill keeps what exceeds today's cap for the next
-// day, day after day along the ramp; once the request's max age has
-// passed, what still does not fit is dropped with the reason.
+// day, day after day along the ramp; a throttle of the reputation monitor
+// holds the ramp; once the request's max age has passed, what still does
+// not fit is dropped with the reason.
 func TestVolumeBeyondTheCapWaitsForTheNextDay(t *testing.T) {
 	t.Parallel()
 	h := start(t, withShop(t))
@@ -90,8 +93,15 @@ func TestVolumeBeyondTheCapWaitsForTheNextDay(t *testing.T) {
 	// Day 1: the clean, full day 0 moves the ramp on; still 5.
 	h.clock.Add(24 * time.Hour)
 	testenv.Eventually(t, 10*time.Second, func() bool { return accepted() == 10 }, "day 1 did not plan 5 more")
-	// Day 2 is past the max age: the cap of 10 goes out, the last one is
-	// dropped with the reason.
+	// The reputation monitor throttles the IP on day 1: on day 2 the ramp
+	// holds at 5 instead of moving to 10. Day 2 is past the max age: 5 go
+	// out, the other 6 are dropped with the reason.
+	scope := &mailwavev1.PolicyScope{Kind: mailwavev1.ScopeKind_SCOPE_KIND_SOURCE_IP, Value: "127.0.0.6"}
+	b, _ := proto.Marshal(&mailwavev1.PolicyChange{Id: "t1", Scope: scope, Action: mailwavev1.PolicyAction_POLICY_ACTION_THROTTLE, RateFactor: 0.5,
+		Reason: "deferral rate 12% > 5%", CreatedAt: timestamppb.New(h.clock.Now()), ExpiresAt: timestamppb.New(h.clock.Now().Add(time.Hour))})
+	if _, err := h.kv(mailwavev1.BucketPolicy).Put(testenv.Context(t), mailwavev1.PolicyKey(scope), b); err != nil {
+		t.Fatal(err)
+	}
 	h.clock.Add(24 * time.Hour)
 	evs := h.outcomes("acme/digest", 21)
 	dropped := 0
@@ -103,19 +113,19 @@ func TestVolumeBeyondTheCapWaitsForTheNextDay(t *testing.T) {
 			}
 		case mailwavev1.EventKind_EVENT_KIND_DROPPED:
 			dropped++
-			if !strings.Contains(ev.GetReason(), "not sent within the max age: source IP 127.0.0.6 reached its warm-up cap at gmail.com today (10)") {
+			if !strings.Contains(ev.GetReason(), "not sent within the max age: source IP 127.0.0.6 reached its warm-up cap at gmail.com today (5)") {
 				t.Errorf("dropped with %q", ev.GetReason())
 			}
 		default:
 			t.Errorf("%s: %v", ev.GetRecipient(), ev.GetKind())
 		}
 	}
-	if dropped != 1 {
-		t.Errorf("%d dropped, want 1", dropped)
+	if dropped != 6 {
+		t.Errorf("%d dropped, want 6", dropped)
 	}
 	testenv.Eventually(t, 10*time.Second, func() bool {
 		c, _ = h.campaign(h.http, "acme", "digest")
-		return c != nil && c.Status == "planned" && c.Counts["planned"] == 20 && c.Counts["dropped"] == 1 && c.Recipients == 21
+		return c != nil && c.Status == "planned" && c.Counts["planned"] == 15 && c.Counts["dropped"] == 6 && c.Recipients == 21
 	}, "the campaign did not end planned")
 }
 
