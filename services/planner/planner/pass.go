@@ -197,7 +197,11 @@ func (p *planner) setup(r *request) {
 	}
 	if !r.tx && window > 0 {
 		r.waved = true
+		// No wave after the messages would expire.
 		r.end = origin.Add(window)
+		if exp := r.now.Add(r.maxAge); r.end.After(exp) {
+			r.end = exp
+		}
 		r.counts, r.placed = map[string]int{}, map[string]int{}
 	}
 }

@@ -131,23 +131,28 @@ func (s *suppressions) sync(ctx context.Context) error {
 	if js, ok := st.(*jetstream.KeyValueBucketStatus); ok {
 		last = js.StreamInfo().State.LastSeq
 	}
-	// The watch delivers within milliseconds; the bound only keeps a
-	// request from waiting forever on a last message the bucket no longer
-	// holds.
-	limit := time.NewTimer(syncLimit)
-	defer limit.Stop()
+	// Until the first pass of the watch is in, nothing is planned, however
+	// long a bucket of millions takes. After it, the watch delivers within
+	// milliseconds; the bound only keeps a request from waiting forever on
+	// a last message the bucket no longer holds.
+	var limit <-chan time.Time
 	for {
 		s.mu.RLock()
-		done := s.ready && s.applied >= last
+		ready, applied := s.ready, s.applied
 		ch := s.changed
 		s.mu.RUnlock()
-		if done {
+		if ready && applied >= last {
 			return nil
+		}
+		if ready && limit == nil {
+			t := time.NewTimer(syncLimit)
+			defer t.Stop()
+			limit = t.C
 		}
 		select {
 		case <-ch:
-		case <-limit.C:
-			s.log.Warn("suppressions mirror behind the bucket", "applied", s.applied, "last", last)
+		case <-limit:
+			s.log.Warn("suppressions mirror behind the bucket", "applied", applied, "last", last)
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
