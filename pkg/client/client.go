@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"time"
 
@@ -66,6 +67,10 @@ func Validate(req *mailwavev1.SendRequest) error {
 		return fmt.Errorf("%w: recipients and audience are exclusive", ErrInvalidRequest)
 	case req.GetRaw() == nil && req.GetTemplate() == nil:
 		return fmt.Errorf("%w: content (raw or template) is required", ErrInvalidRequest)
+	case req.GetPriority() == mailwavev1.Priority_PRIORITY_TRANSACTIONAL && (req.GetAudience() != nil || len(req.GetRecipients()) != 1):
+		// The transactional lane is for one-to-one mail; many recipients
+		// are a campaign, planned in waves on the bulk lane.
+		return fmt.Errorf("%w: a transactional request has exactly one recipient", ErrInvalidRequest)
 	}
 	return nil
 }
@@ -91,6 +96,22 @@ func (c *Client) Send(ctx context.Context, req *mailwavev1.SendRequest) (*Receip
 		return nil, err
 	}
 	return &Receipt{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// PutAudience stores a campaign audience (NDJSON: one {"address": ...,
+// "vars": {...}, "external_id": ...} per line; or CSV with a header row
+// naming an "address" or "email" column) in the audiences object store
+// under name, and returns the reference a SendRequest carries. Errors
+// wrap events.ErrPublish.
+func (c *Client) PutAudience(ctx context.Context, name string, format mailwavev1.AudienceFormat, r io.Reader) (*mailwavev1.AudienceRef, error) {
+	store, err := c.js.ObjectStore(ctx, mailwavev1.ObjectStoreAudiences)
+	if err != nil {
+		return nil, fmt.Errorf("%w: audiences: %w", events.ErrPublish, err)
+	}
+	if _, err := store.Put(ctx, jetstream.ObjectMeta{Name: name}, r); err != nil {
+		return nil, fmt.Errorf("%w: audience %s: %w", events.ErrPublish, name, err)
+	}
+	return &mailwavev1.AudienceRef{Bucket: mailwavev1.ObjectStoreAudiences, Object: name, Format: format}, nil
 }
 
 // Events yields the events of the request with idempotency key requestID

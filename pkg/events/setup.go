@@ -64,7 +64,7 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 		{
 			Name:        mailwavev1.StreamDispatch,
 			Description: "one message per recipient, kept until it reaches a terminal state",
-			Subjects:    []string{mailwavev1.SubjectDispatchAll, mailwavev1.SubjectRetryAll},
+			Subjects:    []string{mailwavev1.SubjectDispatchAll, mailwavev1.SubjectRetryAll, mailwavev1.SubjectDispatchTransactionalAll},
 			Storage:     storage,
 			Replicas:    r,
 			Retention:   jetstream.WorkQueuePolicy,
@@ -140,15 +140,22 @@ func (t Topology) Consumers() map[string]ConsumerSpec {
 		}}
 	}
 	return map[string]ConsumerSpec{
+		// Transactional mail has a lane of its own end to end: its own
+		// consumer of the SEND stream, its own dispatch subjects and its
+		// own sender consumer, so it never waits behind a campaign.
 		mailwavev1.ConsumerPlanner: durable(mailwavev1.StreamSend, mailwavev1.ConsumerPlanner,
-			[]string{mailwavev1.SubjectSendAll}, time.Minute, 1000),
-		// The planner reads deferred events: a DSN's deferral after
-		// acceptance asks for a new attempt. Policy changes and alerts
-		// share the stream but are not DeliveryEvents.
+			[]string{mailwavev1.SubjectSendLane(mailwavev1.LaneBulk)}, time.Minute, 1000),
+		mailwavev1.ConsumerPlannerTransactional: durable(mailwavev1.StreamSend, mailwavev1.ConsumerPlannerTransactional,
+			[]string{mailwavev1.SubjectSendLane(mailwavev1.LaneTransactional)}, time.Minute, 1000),
+		// The planner counts outcomes (campaign progress) and applies
+		// preference updates: delivery events only, not policy changes
+		// or alerts.
 		mailwavev1.ConsumerPlannerEvents: durable(mailwavev1.StreamEvents, mailwavev1.ConsumerPlannerEvents,
-			[]string{"mail.event." + mailwavev1.EventKindWord(mailwavev1.EventKind_EVENT_KIND_DEFERRED) + ".>"}, time.Minute, 5000),
+			deliveryEventSubjects(), time.Minute, 5000),
 		mailwavev1.ConsumerSender: durable(mailwavev1.StreamDispatch, mailwavev1.ConsumerSender,
 			[]string{mailwavev1.SubjectDispatchAll}, 2*time.Minute, 20000),
+		mailwavev1.ConsumerSenderTransactional: durable(mailwavev1.StreamDispatch, mailwavev1.ConsumerSenderTransactional,
+			[]string{mailwavev1.SubjectDispatchTransactionalAll}, 2*time.Minute, 1000),
 		mailwavev1.ConsumerInboundDSN: durable(mailwavev1.StreamInbound, mailwavev1.ConsumerInboundDSN,
 			[]string{mailwavev1.SubjectInbound(mailwavev1.InboundKind_INBOUND_KIND_DSN),
 				mailwavev1.SubjectInbound(mailwavev1.InboundKind_INBOUND_KIND_REPLY)}, time.Minute, 1000),
@@ -169,6 +176,15 @@ func reputationSubjects() []string {
 	var out []string
 	for _, k := range []mailwavev1.EventKind{mailwavev1.EventKind_EVENT_KIND_DELIVERED, mailwavev1.EventKind_EVENT_KIND_DEFERRED,
 		mailwavev1.EventKind_EVENT_KIND_BOUNCED, mailwavev1.EventKind_EVENT_KIND_COMPLAINED, mailwavev1.EventKind_EVENT_KIND_UNSUBSCRIBED} {
+		out = append(out, "mail.event."+mailwavev1.EventKindWord(k)+".>")
+	}
+	return out
+}
+
+// deliveryEventSubjects are the subjects of every DeliveryEvent kind.
+func deliveryEventSubjects() []string {
+	var out []string
+	for k := mailwavev1.EventKind_EVENT_KIND_ACCEPTED; k <= mailwavev1.EventKind_EVENT_KIND_UNSUBSCRIBED; k++ {
 		out = append(out, "mail.event."+mailwavev1.EventKindWord(k)+".>")
 	}
 	return out

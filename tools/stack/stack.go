@@ -144,7 +144,9 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		Replicas: 1, DrainTimeout: 20 * time.Second, AckWait: o.AckWait,
 	}
 	pcfg := planner.Config{Common: common, VERPKeys: []string{s.VERPKey}, Pool: "default",
-		SourceIPs: o.SourceIPs, HeloNames: o.HeloNames, BounceDomain: o.BounceDomain, MaxAge: 72 * time.Hour, Workers: 4}
+		SourceIPs: o.SourceIPs, HeloNames: o.HeloNames, BounceDomain: o.BounceDomain, MaxAge: 72 * time.Hour, Workers: 4,
+		TxWorkers: 8, EventWorkers: 4, DNSServer: o.DNSServer, WaveInterval: time.Minute, WaveShare: 0.8,
+		Recheck: 5 * time.Minute, HoldMax: 24 * time.Hour, CampaignTTL: 45 * 24 * time.Hour}
 	if o.TunePlanner != nil {
 		o.TunePlanner(&pcfg)
 	}

@@ -31,6 +31,10 @@ const (
 const (
 	SubjectSendAll     = "mail.send.>"
 	SubjectDispatchAll = "mail.dispatch.>"
+	// SubjectDispatchTransactionalAll holds transactional dispatches: a
+	// lane of their own in the DISPATCH stream, read by a consumer of
+	// their own, so a password reset never waits behind a campaign.
+	SubjectDispatchTransactionalAll = "mail.dispatch-tx.>"
 	// SubjectRetryAll holds scheduled retries: a message published on
 	// mail.retry.<message id> with a Nats-Schedule header waits in the
 	// DISPATCH stream, outside the sender's filter, until the server moves
@@ -60,6 +64,13 @@ const (
 	ConsumerInboundDSNEvents  = "inbound-dsn-events"
 	ConsumerFBLParser         = "fbl-parser"
 	ConsumerReputationMonitor = "reputation-monitor"
+)
+
+// The transactional lane's consumers: ConsumerPlanner and ConsumerSender
+// read the bulk lane, these the transactional one.
+const (
+	ConsumerPlannerTransactional = "planner-transactional"
+	ConsumerSenderTransactional  = "sender-transactional"
 )
 
 // Key-value buckets and object stores.
@@ -114,6 +125,9 @@ func SubjectSend(lane, tenant string) string {
 	return "mail.send." + Token(lane) + "." + Token(tenant)
 }
 
+// SubjectSendLane is every send subject of lane.
+func SubjectSendLane(lane string) string { return "mail.send." + Token(lane) + ".>" }
+
 // LaneFor returns the send lane of a priority.
 func LaneFor(p Priority) string {
 	if p == Priority_PRIORITY_TRANSACTIONAL {
@@ -126,6 +140,12 @@ func LaneFor(p Priority) string {
 // for the sender.
 func SubjectDispatch(pool, site string) string {
 	return "mail.dispatch." + Token(pool) + "." + Token(site)
+}
+
+// SubjectDispatchTransactional is where a transactional message for pool
+// and site waits for the sender, in its own lane.
+func SubjectDispatchTransactional(pool, site string) string {
+	return "mail.dispatch-tx." + Token(pool) + "." + Token(site)
 }
 
 // SubjectRetry is the schedule subject of a message's next attempt.

@@ -16,7 +16,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mailwave/mailwave/pkg/events"
+	"github.com/mailwave/mailwave/pkg/mx"
 	"github.com/mailwave/mailwave/pkg/service"
+	"github.com/mailwave/mailwave/pkg/tenancy"
 	mailwavev1 "github.com/mailwave/mailwave/proto/mailwave/v1"
 )
 
@@ -82,18 +84,6 @@ func newReplanner(ctx context.Context, p *planner, rt *service.Runtime, log *slo
 	return &replanner{p: p, messages: messages, send: send, log: log, outcomes: outcomes}, nil
 }
 
-// consumer reads the planner-events durable consumer.
-func (r *replanner) consumer(rt *service.Runtime, workers int) *events.Consumer[*mailwavev1.DeliveryEvent] {
-	return &events.Consumer[*mailwavev1.DeliveryEvent]{
-		JS: rt.JS, Stream: mailwavev1.StreamEvents, Name: mailwavev1.ConsumerPlannerEvents,
-		New:     func() *mailwavev1.DeliveryEvent { return &mailwavev1.DeliveryEvent{} },
-		Handle:  r.handle,
-		Workers: workers,
-		Logger:  r.log,
-		OnDead:  rt.OnDead(mailwavev1.StreamEvents),
-	}
-}
-
 func (r *replanner) handle(ctx context.Context, m *events.Msg[*mailwavev1.DeliveryEvent]) error {
 	ev := m.Payload
 	// The sender schedules its own retries; only a DSN's deferral asks
@@ -123,40 +113,40 @@ func (r *replanner) replan(ctx context.Context, ev *mailwavev1.DeliveryEvent, no
 		return r.drop(ctx, ev, "the next attempt would come after the max age", now)
 	}
 	rcpt := &mailwavev1.Recipient{Address: rec.GetRecipient(), Vars: rec.GetVars(), ExternalId: rec.GetExternalId()}
-	sup, err := r.p.suppress.check(ctx, req, rec.GetRecipient())
-	if err != nil {
-		return err
-	}
-	if sup != nil {
+	if sup := r.p.suppress.check(req, rec.GetRecipient()); sup != nil {
 		out := r.event(ev, rec, id, mailwavev1.EventKind_EVENT_KIND_SUPPRESSED, now)
-		out.Reason = sup.GetReason()
-		out.Detail = "suppressed for " + scopeWord(sup.GetScope()) + " before the new attempt"
+		out.Reason = sup.reason
+		out.Detail = "suppressed for " + scopeWord(sup.scope) + " before the new attempt"
 		if err := r.publishEvent(ctx, out, id+":suppressed"); err != nil {
 			return err
 		}
 		r.outcomes.WithLabelValues("suppressed").Inc()
 		return nil
 	}
-	cont, err := prepare(req)
+	route, err := r.p.tenancy.Resolve(req.GetTenant(), req.GetBrand(), req.GetMailStream(), req.GetCommunicationType())
 	if err != nil {
 		return r.drop(ctx, ev, err.Error(), now)
 	}
-	data, headerID, err := cont.render(rcpt, id, now)
+	cont, err := prepare(req, route)
+	if err != nil {
+		return r.drop(ctx, ev, err.Error(), now)
+	}
+	// The same personal parts as the first attempt: the one-click link
+	// names the new message, so an unsubscribe from it is tied to it.
+	pers := r.p.personal(&request{req: req, route: route}, &item{addr: rec.GetRecipient(), id: id})
+	data, headerID, err := cont.render(rcpt, rec.GetRecipient(), id, now, pers)
 	if err != nil {
 		return r.drop(ctx, ev, err.Error(), now)
 	}
 	bounceDomain := domainOf(rec.GetReturnPath())
 	if bounceDomain == "" {
-		bounceDomain = r.p.cfg.BounceDomain
-	}
-	if bounceDomain == "" {
-		bounceDomain = "bounces." + cont.sendingDomain
+		bounceDomain = "bounces." + rec.GetSendingDomain()
 	}
 	returnPath, err := r.p.signer.Address(id, rec.GetRecipient(), bounceDomain)
 	if err != nil {
 		return fmt.Errorf("planner: return path: %w", err)
 	}
-	routing := r.routing(rec)
+	routing := r.routing(rec, route)
 	d := &mailwavev1.DispatchMessage{
 		MessageId: id, RequestId: rec.GetRequestId(), Tenant: rec.GetTenant(), Brand: rec.GetBrand(),
 		MailStream: rec.GetMailStream(), CommunicationType: rec.GetCommunicationType(), CampaignId: rec.GetCampaignId(),
@@ -223,34 +213,36 @@ func (r *replanner) load(ctx context.Context, ev *mailwavev1.DeliveryEvent) (*ma
 }
 
 // routing sends the new attempt the way the first one went: same pool,
-// source IP (with its EHLO name and the pool's other IPs as fallbacks,
-// when the IP is still the pool's), sending domain and site.
-func (r *replanner) routing(rec *mailwavev1.MessageRecord) *mailwavev1.Routing {
+// source IP (with its EHLO name and the pool's other warm IPs as
+// fallbacks, when the IP is still the pool's), sending domain and site.
+func (r *replanner) routing(rec *mailwavev1.MessageRecord, route *tenancy.Route) *mailwavev1.Routing {
 	rt := &mailwavev1.Routing{
 		Pool: rec.GetPool(), SourceIp: rec.GetSourceIp(), SendingDomain: rec.GetSendingDomain(),
-		Site: rec.GetSite(), RecipientDomain: domainOf(rec.GetRecipient()),
+		Site: mx.Token(rec.GetSite()), RecipientDomain: domainOf(rec.GetRecipient()), RelayRoute: route.Relay,
+	}
+	if route.DomainConfig != nil {
+		rt.DkimSelectors = route.DomainConfig.DKIMSelectors
 	}
 	if rt.Pool == "" {
-		rt.Pool = r.p.cfg.Pool
+		rt.Pool = route.Pool
 	}
 	if rt.Site == "" {
-		rt.Site = rt.RecipientDomain
+		rt.Site = mx.Token(rt.RecipientDomain)
 	}
-	ips, names := r.p.cfg.SourceIPs, r.p.cfg.HeloNames
+	if route.PoolConfig == nil {
+		return rt
+	}
+	ips := route.PoolConfig.IPs
 	for i, ip := range ips {
-		if ip != rt.SourceIp {
+		if ip.IP != rt.SourceIp {
 			continue
 		}
-		if len(names) > 0 {
-			rt.HeloName = names[i]
-		}
+		rt.HeloName = ip.Hostname
 		for k := 1; k < len(ips); k++ {
-			j := (i + k) % len(ips)
-			alt := &mailwavev1.SourceAddress{Ip: ips[j]}
-			if len(names) > 0 {
-				alt.HeloName = names[j]
+			alt := ips[(i+k)%len(ips)]
+			if !alt.New {
+				rt.FallbackSources = append(rt.FallbackSources, &mailwavev1.SourceAddress{Ip: alt.IP, HeloName: alt.Hostname})
 			}
-			rt.FallbackSources = append(rt.FallbackSources, alt)
 		}
 		break
 	}

@@ -51,6 +51,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 			Logger:  log,
 			OnDead:  rt.OnDead(mailwavev1.StreamDispatch),
 		}
+		// Transactional dispatches have their own consumer and workers, so
+		// they never wait behind a campaign's.
+		tx := *c
+		tx.Name = mailwavev1.ConsumerSenderTransactional
 		if err := s.policy.watch(ctx, rt.JS); err != nil {
 			return nil, nil, fmt.Errorf("sender: watch policies: %w", err)
 		}
@@ -60,7 +64,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 		return nil, func(ctx context.Context) error {
 			defer s.sessions.closeAll()
 			go s.sessions.reapIdle(ctx, cfg.IdleTimeout)
-			return c.Run(ctx)
+			// Either consumer failing stops the other, which drains.
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			txDone := make(chan error, 1)
+			go func() {
+				err := tx.Run(ctx)
+				cancel()
+				txDone <- err
+			}()
+			err := c.Run(ctx)
+			cancel()
+			return errors.Join(err, <-txDone)
 		}, nil
 	})
 }
