@@ -18,6 +18,7 @@ import (
 
 	"github.com/mailwave/mailwave/pkg/client"
 	"github.com/mailwave/mailwave/pkg/events"
+	"github.com/mailwave/mailwave/pkg/mx"
 	"github.com/mailwave/mailwave/pkg/service"
 	"github.com/mailwave/mailwave/pkg/testenv"
 	"github.com/mailwave/mailwave/pkg/verp"
@@ -41,12 +42,10 @@ func startPlanner(t *testing.T) *replanEnv {
 	ns := testenv.NATS(t)
 	nc, js := testenv.JetStream(t, ns)
 	_, redisURL := testenv.Redis(t)
-	cfg := planner.Config{
-		Common: service.Common{NATSURL: ns.ClientURL(), RedisURL: redisURL, HTTPAddr: "127.0.0.1:0", LogLevel: "info",
-			Replicas: 1, DrainTimeout: 10 * time.Second},
-		VERPKeys: []string{verpKey}, Pool: "default", SourceIPs: []string{"192.0.2.1", "192.0.2.2"},
-		HeloNames: []string{"mta1.shop.test", "mta2.shop.test"}, MaxAge: 72 * time.Hour, Workers: 2,
-	}
+	cfg := baseConfig(ns.ClientURL(), redisURL)
+	cfg.VERPKeys = []string{verpKey}
+	cfg.SourceIPs = []string{"192.0.2.1", "192.0.2.2"}
+	cfg.HeloNames = []string{"mta1.shop.test", "mta2.shop.test"}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +203,8 @@ func TestDeferredByDSNIsPlannedAgain(t *testing.T) {
 	e := startPlanner(t)
 	const rcpt = "ana@receiver.test"
 	first := e.plan(t, "replan-1", rcpt)
-	subject := mailwavev1.SubjectDispatch("default", "receiver.test")
+	// The dispatch subject names the site of the first message's provider.
+	subject := mailwavev1.SubjectDispatch("default", mx.Token(first.GetSite()))
 	next := time.Now().Add(time.Second)
 	e.deferred(t, first, "inbound-1", next)
 
