@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -378,7 +379,23 @@ func TestFBLComplaintsSuppressBrandWide(t *testing.T) {
 
 	// The next send from another stream and communication type of the
 	// brand: the complainers are suppressed, the other recipient is not.
-	evs := send("fbl-receipt-1", "transactional", "receipts", mailwavev1.Priority_PRIORITY_TRANSACTIONAL)
+	// A transactional request names one recipient: one request each.
+	evs := map[string]*mailwavev1.DeliveryEvent{}
+	for i, rcpt := range []string{viaIMAP, viaSMTP, untrusted} {
+		key := fmt.Sprintf("fbl-receipt-%d", i)
+		if _, err := e.cl.Send(ctx, &mailwavev1.SendRequest{
+			IdempotencyKey: key, Tenant: "acme", Brand: "shop", MailStream: "transactional", CommunicationType: "receipts",
+			Priority:   mailwavev1.Priority_PRIORITY_TRANSACTIONAL,
+			Recipients: []*mailwavev1.Recipient{{Address: rcpt}},
+			Content: &mailwavev1.SendRequest_Template{Template: &mailwavev1.Template{
+				From: "Shop <receipts@mailwave.test>", Subject: "Your receipt", Text: "Thank you."}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for r, ev := range e.terminal(t, "acme", key, 1) {
+			evs[r] = ev
+		}
+	}
 	for _, rcpt := range []string{viaIMAP, viaSMTP} {
 		if ev := evs[rcpt]; ev.GetKind() != mailwavev1.EventKind_EVENT_KIND_SUPPRESSED || ev.GetReason() != "complaint" {
 			t.Errorf("%s on the transactional stream: %v %q, want suppressed (complaint)", rcpt, ev.GetKind(), ev.GetReason())
