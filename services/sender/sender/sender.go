@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -63,6 +64,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 			keepCtx, stopKeeping := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopKeeping()
 			go s.keeper.Run(keepCtx)
+			go s.allow.loop(keepCtx, 5*time.Second)
+			go s.marks.loop(keepCtx, 5*time.Second)
 			defer s.sessions.closeAll()
 			go s.sessions.reapIdle(ctx, cfg.IdleTimeout)
 			go s.signing.reloadEvery(ctx, cfg.DKIMReload)
@@ -89,6 +92,11 @@ type sender struct {
 	limiter     *ratelimit.Limiter
 	keeper      *ratelimit.Keeper
 	shapedCount *prometheus.CounterVec
+
+	// allow and marks batch the Redis calls of every message: its rate
+	// check and, once delivered, its delivered marker.
+	allow *batcher[ratelimit.Request, ratelimit.Result]
+	marks *batcher[mark, struct{}]
 
 	signing    *signing
 	relays     *relays
@@ -159,7 +167,18 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 			return nil, fmt.Errorf("sender: MW_RESPONSE_RULES: %w", err)
 		}
 	}
+	marks := newBatcher(256, func(ctx context.Context, ms []mark) ([]struct{}, error) {
+		_, err := rt.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, m := range ms {
+				p.Set(ctx, m.key, m.attempt, m.ttl)
+			}
+			return nil
+		})
+		return make([]struct{}, len(ms)), err
+	})
 	return &sender{
+		allow:       newBatcher(256, limiter.AllowBatch),
+		marks:       marks,
 		shaping:     pol,
 		limiter:     limiter,
 		keeper:      keeper,
@@ -236,12 +255,23 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 		// it holds no consumer slot meanwhile.
 		return s.schedule(ctx, m.Subject, d, nb.AsTime())
 	}
-	if done, err := s.alreadyDelivered(ctx, d.GetMessageId()); err != nil {
-		return err
-	} else if done {
-		// A copy of a message that was delivered (a redelivery after a
-		// crash between the 250 and the ack): never send it twice.
-		return nil
+	// Only a copy can have been delivered already: a redelivery (a crash
+	// between the 250 and the ack) or a retry (whose first attempt may
+	// have been redelivered and delivered meanwhile). A first attempt on
+	// its first delivery skips the round trip.
+	if m.Delivered > 1 || attempt > 1 {
+		at, done, err := s.alreadyDelivered(ctx, d.GetMessageId())
+		if err != nil {
+			return err
+		}
+		if done {
+			// A copy of a message that was delivered: never send it twice.
+			// The replica that delivered it may have died before its
+			// event went out: publish it again under the same id, which
+			// the stream drops when the first one made it.
+			return s.publish(ctx, d, at, outcome{kind: mailwavev1.EventKind_EVENT_KIND_DELIVERED, code: 250, phase: "dot",
+				text: "delivered; a later copy was not sent", provider: d.GetRouting().GetSite()}, time.Time{})
+		}
 	}
 	start := time.Now()
 	stopProgress := s.keepInProgress(m)
@@ -350,20 +380,32 @@ func shapingKey(sourceIP, provider string) string {
 // passed, so no copy of it is ever sent again.
 func deliveredKey(id string) string { return "mw:delivered:" + id }
 
-func (s *sender) alreadyDelivered(ctx context.Context, id string) (bool, error) {
-	n, err := s.rt.Redis.Exists(ctx, deliveredKey(id)).Result()
-	if err != nil {
-		return false, fmt.Errorf("sender: delivered marker: %w", err)
+// mark is one delivered marker to set.
+type mark struct {
+	key     string
+	attempt int32
+	ttl     time.Duration
+}
+
+// alreadyDelivered reports whether the message was delivered, and by
+// which attempt.
+func (s *sender) alreadyDelivered(ctx context.Context, id string) (int32, bool, error) {
+	v, err := s.rt.Redis.Get(ctx, deliveredKey(id)).Int()
+	if errors.Is(err, redis.Nil) {
+		return 0, false, nil
 	}
-	return n > 0, nil
+	if err != nil {
+		return 0, false, fmt.Errorf("sender: delivered marker: %w", err)
+	}
+	return int32(max(v, 1)), true, nil
 }
 
 func (s *sender) markDelivered(ctx context.Context, d *mailwavev1.DispatchMessage, now time.Time) {
 	ttl := 24 * time.Hour
 	if exp := d.GetExpiresAt(); exp != nil {
-		ttl += exp.AsTime().Sub(now)
+		ttl = max(ttl, ttl+exp.AsTime().Sub(now))
 	}
-	if err := s.rt.Redis.Set(ctx, deliveredKey(d.GetMessageId()), 1, ttl).Err(); err != nil {
+	if _, err := s.marks.do(ctx, mark{key: deliveredKey(d.GetMessageId()), attempt: max(d.GetAttempt(), 1), ttl: ttl}); err != nil {
 		s.log.Warn("delivered marker not stored", "message_id", d.GetMessageId(), "err", err)
 	}
 }
@@ -487,7 +529,7 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 		return outcome{shaped: s.cfg.PauseRecheck, provider: provider, sourceIP: src.GetIp()}
 	}
 	budget := shapingKey(src.GetIp(), provider)
-	res, err := s.limiter.Allow(ctx, "msg:"+budget, 1, lim.MessageWindows()...)
+	res, err := s.allow.do(ctx, ratelimit.Request{Key: "msg:" + budget, N: 1, Windows: lim.MessageWindows()})
 	if err != nil {
 		s.log.Warn("rate limit unavailable", "err", err)
 		return outcome{shaped: time.Second, provider: provider, sourceIP: src.GetIp()}
