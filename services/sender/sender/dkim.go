@@ -70,14 +70,25 @@ func newSigning(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*signi
 // use puts a signer in service and says which keys it holds (names and
 // algorithms: Key prints no secret).
 func (s *signing) use(sg *dkim.Signer) {
+	s.names.Store(keySet(sg))
+	s.signer.Store(sg)
 	keys := sg.Keys("")
 	names := make([]string, len(keys))
 	for i, k := range keys {
-		names[i] = k.String() + " " + k.Record()
+		names[i] = k.String() // "rsa-2048 key sel._domainkey.example.com"
 	}
-	s.names.Store(strings.Join(names, "\n"))
-	s.signer.Store(sg)
-	s.log.Info("DKIM keys in use", "keys", keys)
+	s.log.Info("DKIM keys in use", "keys", names)
+}
+
+// keySet identifies a signer's keys by their public records, to tell a
+// changed folder from an unchanged one.
+func keySet(sg *dkim.Signer) string {
+	keys := sg.Keys("")
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = k.RecordName() + " " + k.Record()
+	}
+	return strings.Join(ids, "\n")
 }
 
 // reloadEvery reads the folder again every d until ctx ends.
@@ -103,12 +114,7 @@ func (s *signing) reload() {
 		s.log.Warn("DKIM keys not reloaded; the keys in use stay", "dir", s.dir, "err", err)
 		return
 	}
-	keys := sg.Keys("")
-	names := make([]string, len(keys))
-	for i, k := range keys {
-		names[i] = k.String() + " " + k.Record()
-	}
-	if strings.Join(names, "\n") == s.names.Load() {
+	if keySet(sg) == s.names.Load() {
 		return
 	}
 	s.use(sg)
