@@ -94,6 +94,23 @@ func (s *Signer) Sign(domain string, selectors []string, msg []byte) ([]byte, er
 	if err != nil {
 		return nil, err
 	}
+	return s.SignWith(keys, msg)
+}
+
+// Select returns the keys Sign would use for domain and selectors: every
+// key of the domain by selector when selectors is empty, else the keys of
+// those selectors in their order. Errors wrap ErrNoKey. A caller can ask
+// before doing work the signature depends on, and sign with SignWith.
+func (s *Signer) Select(domain string, selectors []string) ([]*Key, error) {
+	return s.pick(domain, selectors)
+}
+
+// SignWith signs msg with keys, as Sign does once it has chosen them.
+// Errors wrap ErrMessage.
+func (s *Signer) SignWith(keys []*Key, msg []byte) ([]byte, error) {
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%w: no key to sign with", ErrNoKey)
+	}
 	hk, lf, err := s.headerKeys(msg)
 	if err != nil {
 		return nil, err

@@ -225,3 +225,36 @@ func TestSignErrors(t *testing.T) {
 		t.Errorf("header-only message: %v", err)
 	}
 }
+
+// Select answers before signing which keys would sign, so a caller can
+// decide about a missing key first; SignWith then signs as Sign would.
+func TestSelectThenSignWith(t *testing.T) {
+	msg := readFile(t, "newsletter.eml")
+	r, e := rsaKey(t, "example.com", "rsa2026"), edKey(t, "example.com", "ed2026")
+	s, err := dkim.NewSigner(r, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := s.Select("example.com", []string{"rsa2026"})
+	if err != nil || len(keys) != 1 || keys[0].Selector() != "rsa2026" {
+		t.Fatalf("Select = %v, %v", keys, err)
+	}
+	if _, err := s.Select("example.com", []string{"rsa2026", "gone"}); !errors.Is(err, dkim.ErrNoKey) {
+		t.Errorf("Select with a missing selector: %v", err)
+	}
+	all, err := s.Select("example.com", nil)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("Select(nil) = %v, %v", all, err)
+	}
+	signed, err := s.SignWith(all, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs := verify(t, signed, r, e)
+	if len(vs) != 2 || vs[0].Err != nil || vs[1].Err != nil {
+		t.Fatalf("verifications %+v", vs)
+	}
+	if _, err := s.SignWith(nil, msg); !errors.Is(err, dkim.ErrNoKey) {
+		t.Errorf("SignWith(no keys): %v", err)
+	}
+}

@@ -47,7 +47,10 @@
 // A lease is one of at most Max concurrent holders of a key (a source IP
 // and a provider: one SMTP connection). Leases expire after their TTL unless
 // renewed, so the leases of a crashed replica free themselves. Acquire drops
-// expired leases before it counts.
+// expired leases before it counts. A Keeper renews the leases of live
+// holders in the background, all in one round trip every third of the TTL,
+// so the TTL can be short (a crashed replica's slots free within seconds)
+// while an SMTP session keeps its slot for as long as it lives.
 //
 // # Redis keys
 //

@@ -62,7 +62,7 @@ const (
 // Answer is one SMTP answer in context.
 type Answer struct {
 	// Phase is the step it came in: connect, greeting, ehlo, starttls,
-	// mail, rcpt, data, dot.
+	// auth (at a relay's smarthost), mail, rcpt, data, dot.
 	Phase           string
 	Code            int
 	Enhanced        string
@@ -174,7 +174,7 @@ func Load(path string) (*Rules, error) {
 }
 
 var validPhases = map[string]bool{"connect": true, "greeting": true, "ehlo": true, "starttls": true,
-	"mail": true, "rcpt": true, "data": true, "dot": true}
+	"auth": true, "mail": true, "rcpt": true, "data": true, "dot": true}
 
 var validSignals = map[Signal]bool{SignalNone: true, SignalThrottled: true, SignalBlocked: true,
 	SignalAuthFailure: true, SignalContent: true, SignalInvalidRecipient: true, SignalRemoteFailure: true}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"golang.org/x/net/proxy"
 )
 
@@ -92,8 +93,19 @@ type Dialer struct {
 	// serverName.
 	RequireVerifiedTLS bool
 	// DisableTLS never uses STARTTLS (for a route known to have a broken
-	// TLS stack). RequireTLS wins over it.
+	// TLS stack). RequireTLS and ImplicitTLS win over it.
 	DisableTLS bool
+	// ImplicitTLS starts TLS as soon as the connection is open, before
+	// the greeting, instead of STARTTLS: the "submissions" port 465 of
+	// RFC 8314 §3.3 that relays offer. The handshake must succeed; there
+	// is no plaintext fallback. RequireVerifiedTLS applies to it.
+	ImplicitTLS bool
+	// Auth, when set, authenticates each session after EHLO (RFC 4954)
+	// with the SASL client it returns for the mechanisms the server
+	// offers (PasswordAuth makes the usual one). Credentials are only
+	// sent over TLS: a session that is not encrypted fails with
+	// ErrAuthNeedsTLS before AUTH is said.
+	Auth func(offered []string) (sasl.Client, error)
 	// Timeouts per phase; zero fields take the RFC 5321 defaults.
 	Timeouts Timeouts
 	// Logger receives one record per session event worth knowing (TLS
@@ -104,10 +116,11 @@ type Dialer struct {
 // Dial connects to addr ("host:port", usually an MX address and port 25),
 // reads the greeting, says EHLO (HELO when EHLO is refused with 500 or
 // 502), and upgrades with STARTTLS when offered, then says EHLO again (RFC
-// 3207 §4.2). serverName is the MX host name, used for SNI and certificate
-// verification.
+// 3207 §4.2); with ImplicitTLS the handshake comes before the greeting
+// instead. With Auth it then authenticates. serverName is the MX or relay
+// host name, used for SNI and certificate verification.
 //
-// Errors are *Error with Phase connect, greeting, ehlo or starttls; a 4xx
+// Errors are *Error with Phase connect, greeting, ehlo, starttls or auth; a 4xx
 // or 5xx greeting is returned as such (the connection is closed after a
 // polite QUIT). ErrTLSRequired and ErrTLSUnverified come wrapped in a
 // starttls *Error. A configuration mistake returns ErrInvalidDialer.
@@ -124,7 +137,7 @@ func (d *Dialer) Dial(ctx context.Context, addr, serverName string) (*Client, er
 	}
 	tlsMode := tlsOpportunistic
 	switch {
-	case d.RequireTLS || d.RequireVerifiedTLS:
+	case d.RequireTLS || d.RequireVerifiedTLS || d.ImplicitTLS:
 		tlsMode = tlsRequired
 	case d.DisableTLS:
 		tlsMode = tlsNone
@@ -184,6 +197,13 @@ func (d *Dialer) dial(ctx context.Context, addr, serverName string, mode tlsMode
 		}
 	}()
 
+	if d.ImplicitTLS {
+		// RFC 8314 §3.3: the TLS handshake comes first, the greeting
+		// arrives encrypted.
+		if err := c.handshake(ctx, d, serverName, tlsRequired); err != nil {
+			return nil, err
+		}
+	}
 	if err := c.readReply(PhaseGreeting, t.Greeting); err != nil {
 		return nil, err
 	}
@@ -196,20 +216,31 @@ func (d *Dialer) dial(ctx context.Context, addr, serverName string, mode tlsMode
 	if err := c.hello(); err != nil {
 		return nil, err
 	}
-	if mode == tlsNone {
-		return c, nil
+	if err := c.upgrade(ctx, d, serverName, mode); err != nil {
+		return nil, err
+	}
+	if d.Auth != nil {
+		if err := c.auth(d.Auth); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// upgrade says STARTTLS when the session is not encrypted yet and mode
+// wants TLS.
+func (c *Client) upgrade(ctx context.Context, d *Dialer, serverName string, mode tlsMode) error {
+	if mode == tlsNone || c.tlsUsed {
+		return nil
 	}
 	if _, ok := c.exts["STARTTLS"]; !ok {
 		if mode == tlsRequired {
 			c.quietQuit()
-			return nil, &Error{Phase: PhaseStartTLS, Err: fmt.Errorf("%w: STARTTLS not offered", ErrTLSRequired)}
+			return &Error{Phase: PhaseStartTLS, Err: fmt.Errorf("%w: STARTTLS not offered", ErrTLSRequired)}
 		}
-		return c, nil
+		return nil
 	}
-	if err := c.startTLS(ctx, d, serverName, mode); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return c.startTLS(ctx, d, serverName, mode)
 }
 
 // connect opens the TCP connection, from LocalAddr, directly or through
@@ -333,7 +364,16 @@ func (c *Client) startTLS(ctx context.Context, d *Dialer, serverName string, mod
 	if c.r.Buffered() > 0 {
 		return &Error{Phase: PhaseStartTLS, Err: fmt.Errorf("%w: data after STARTTLS reply", ErrProtocol)}
 	}
+	if err := c.handshake(ctx, d, serverName, mode); err != nil {
+		return err
+	}
+	return c.hello()
+}
 
+// handshake runs the TLS client handshake on the connection and switches
+// the session to it. An opportunistic handshake that fails returns a
+// *tlsFallback.
+func (c *Client) handshake(ctx context.Context, d *Dialer, serverName string, mode tlsMode) error {
 	var cfg *tls.Config
 	if d.TLSConfig != nil {
 		cfg = d.TLSConfig.Clone()
@@ -373,7 +413,7 @@ func (c *Client) startTLS(ctx context.Context, d *Dialer, serverName string, mod
 	c.tlsUsed, c.tlsVerified = true, verified
 	st := tc.ConnectionState()
 	c.tlsVersion = st.Version
-	return c.hello()
+	return nil
 }
 
 // verifyChain checks the peer's chain as crypto/tls would have, reporting

@@ -8,8 +8,10 @@
 // (RFC 3207; opportunistic per RFC 7435 unless the route requires TLS, and
 // records whether the certificate verified), and sends each message with
 // MAIL, RCPT and DATA pipelined when the server offers PIPELINING (RFC
-// 2920). SIZE (RFC 1870), 8BITMIME (RFC 6152) and SMTPUTF8 (RFC 6531) are
-// declared when offered and needed. Each phase has its own timeout (RFC
+// 2920). Towards a relay it can start with implicit TLS instead (RFC 8314
+// §3.3) and authenticate with SMTP AUTH (RFC 4954; PLAIN, RFC 4616, or
+// LOGIN), never over plaintext. SIZE (RFC 1870), 8BITMIME (RFC 6152) and
+// SMTPUTF8 (RFC 6531) are declared when offered and needed. Each phase has its own timeout (RFC
 // 5321 §4.5.3.2) and a cancelled context closes the connection.
 //
 // Every failure is an *Error naming the Phase, the reply Code and

@@ -16,7 +16,8 @@ const (
 	PhaseConnect  Phase = "connect"  // TCP connect, SOCKS5 negotiation
 	PhaseGreeting Phase = "greeting" // the server's 220 banner
 	PhaseEHLO     Phase = "ehlo"     // EHLO, or HELO after EHLO was refused
-	PhaseStartTLS Phase = "starttls" // STARTTLS command and TLS handshake
+	PhaseStartTLS Phase = "starttls" // STARTTLS command and TLS handshake (or implicit TLS)
+	PhaseAuth     Phase = "auth"     // SMTP AUTH (RFC 4954)
 	PhaseMail     Phase = "mail"     // MAIL FROM (and RSET before it)
 	PhaseRcpt     Phase = "rcpt"     // RCPT TO
 	PhaseData     Phase = "data"     // DATA command, up to its 354 reply
@@ -48,6 +49,12 @@ var (
 	// ErrClosed: the connection was closed, by Close, Quit, a network
 	// error, a 421 reply or a cancelled context. Temporary: dial again.
 	ErrClosed = errors.New("smtpclient: connection closed")
+	// ErrAuthNeedsTLS: Dialer.Auth is set and the session is not
+	// encrypted; credentials are never sent in plaintext. Temporary.
+	ErrAuthNeedsTLS = errors.New("smtpclient: auth needs tls")
+	// ErrAuthUnsupported: the server offers no AUTH mechanism the Dialer
+	// can use. Temporary (a relay's configuration, not the message).
+	ErrAuthUnsupported = errors.New("smtpclient: no usable auth mechanism")
 	// ErrProtocol: the server's reply could not be parsed, or had a code
 	// that the command does not allow. Temporary.
 	ErrProtocol = errors.New("smtpclient: protocol error")

@@ -139,25 +139,27 @@ type relayBackend struct {
 	next   string
 }
 
-func (b relayBackend) NewSession(*smtp.Conn) (smtp.Session, error) { return &relaySession{b: b}, nil }
+func (b relayBackend) NewSession(*smtp.Conn) (smtp.Session, error) {
+	return &signingRelaySession{b: b}, nil
+}
 
-type relaySession struct {
+type signingRelaySession struct {
 	b    relayBackend
 	from string
 	to   []string
 }
 
-func (s *relaySession) Mail(from string, _ *smtp.MailOptions) error { s.from = from; return nil }
-func (s *relaySession) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (s *signingRelaySession) Mail(from string, _ *smtp.MailOptions) error { s.from = from; return nil }
+func (s *signingRelaySession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	s.to = append(s.to, to)
 	return nil
 }
-func (s *relaySession) Reset()        { s.from, s.to = "", nil }
-func (s *relaySession) Logout() error { return nil }
+func (s *signingRelaySession) Reset()        { s.from, s.to = "", nil }
+func (s *signingRelaySession) Logout() error { return nil }
 
 var fromDomain = regexp.MustCompile(`(?mi)^From:[^\r\n]*@([a-z0-9.-]+)>?\s*$`)
 
-func (s *relaySession) Data(r io.Reader) error {
+func (s *signingRelaySession) Data(r io.Reader) error {
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		return err

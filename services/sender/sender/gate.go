@@ -20,22 +20,20 @@ func (e *shapedError) Error() string {
 	return fmt.Sprintf("sender: connection limit, retry in %s", e.after)
 }
 
-// leaseTTL bounds how long a connection slot outlives a replica that died
-// holding it; live sessions renew it.
-const leaseTTL = 2 * time.Minute
-
 // connGate admits new SMTP connections of one source IP to one provider:
 // at most MaxConnections at once across every replica (leases in Redis),
 // and at most ConnectionsPerMinute new ones.
 type connGate struct {
 	limiter *ratelimit.Limiter
+	keeper  *ratelimit.Keeper
 	key     string
 	limits  shaping.Limits
 }
 
 // open asks for a connection slot. It returns the lease to release when the
-// connection closes, or a *shapedError when none is free now.
-func (g *connGate) open(ctx context.Context) (*ratelimit.Lease, error) {
+// connection closes (kept alive meanwhile), or a *shapedError when none is
+// free now.
+func (g *connGate) open(ctx context.Context) (*ratelimit.Kept, error) {
 	if w := g.limits.ConnectionWindows(); len(w) > 0 {
 		res, err := g.limiter.Allow(ctx, "conn-rate:"+g.key, 1, w...)
 		if err != nil {
@@ -48,16 +46,16 @@ func (g *connGate) open(ctx context.Context) (*ratelimit.Lease, error) {
 	if g.limits.MaxConnections <= 0 {
 		return nil, nil
 	}
-	gr, err := g.limiter.Acquire(ctx, "conn:"+g.key, g.limits.MaxConnections, leaseTTL)
+	kept, gr, err := g.keeper.Acquire(ctx, "conn:"+g.key, g.limits.MaxConnections)
 	if err != nil {
 		return nil, &shapedError{after: time.Second}
 	}
-	if !gr.OK {
+	if kept == nil {
 		// A slot frees when a session ends; look again soon rather than
 		// at the oldest lease's expiry.
 		return nil, &shapedError{after: min(gr.RetryAfter, 500*time.Millisecond)}
 	}
-	return &gr.Lease, nil
+	return kept, nil
 }
 
 // maxPerConnection is the policy's per-session message cap.

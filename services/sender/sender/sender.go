@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -62,8 +63,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 			return nil, nil, err
 		}
 		return nil, func(ctx context.Context) error {
+			// The keeper renews connection slots until the last session
+			// is closed, drain included.
+			keepCtx, stopKeeping := context.WithCancel(context.WithoutCancel(ctx))
+			defer stopKeeping()
+			go s.keeper.Run(keepCtx)
+			go s.allow.loop(keepCtx, 5*time.Second)
+			go s.marks.loop(keepCtx, 5*time.Second)
 			defer s.sessions.closeAll()
 			go s.sessions.reapIdle(ctx, cfg.IdleTimeout)
+			go s.signing.reloadEvery(ctx, cfg.DKIMReload)
 			// Either consumer failing stops the other, which drains.
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
@@ -96,7 +105,18 @@ type sender struct {
 
 	shaping     *shaping.Policy
 	limiter     *ratelimit.Limiter
+	keeper      *ratelimit.Keeper
 	shapedCount *prometheus.CounterVec
+
+	// allow and marks batch the Redis calls of every message: its rate
+	// check and, once delivered, its delivered marker.
+	allow *batcher[ratelimit.Request, ratelimit.Result]
+	marks *batcher[mark, struct{}]
+
+	signing    *signing
+	relays     *relays
+	requireTLS map[string]bool
+	socks      map[netip.Addr]string
 }
 
 func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, error) {
@@ -120,6 +140,32 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 	rt.Metrics.MustRegister(attempts, latency, held, shapedCount)
 	var err error
 	limiter := ratelimit.New(rt.Redis, ratelimit.Options{})
+	keeper, err := ratelimit.NewKeeper(limiter, cmp.Or(cfg.ConnLeaseTTL, defaultConnLeaseTTL))
+	if err != nil {
+		return nil, fmt.Errorf("sender: MW_CONN_LEASE_TTL: %w", err)
+	}
+	sign, err := newSigning(cfg, log, rt.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	var rel *relays
+	if cfg.RelayRoutes != "" {
+		if rel, err = loadRelays(cfg.RelayRoutes, os.Getenv); err != nil {
+			return nil, fmt.Errorf("sender: MW_RELAY_ROUTES: %w", err)
+		}
+	}
+	socks, err := parseSOCKS(cfg.SOCKSProxies, cfg.SOCKSUsername, cfg.SOCKSPassword)
+	if err != nil {
+		return nil, fmt.Errorf("sender: MW_SOCKS_PROXIES: %w", err)
+	}
+	requireTLS := map[string]bool{}
+	for _, d := range cfg.RequireTLSDomains {
+		requireTLS[normDomain(d)] = true
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
 	pol := shaping.Default()
 	if cfg.ShapingFile != "" {
 		if pol, err = shaping.Load(cfg.ShapingFile); err != nil {
@@ -136,18 +182,34 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 			return nil, fmt.Errorf("sender: MW_RESPONSE_RULES: %w", err)
 		}
 	}
+	marks := newBatcher(256, func(ctx context.Context, ms []mark) ([]struct{}, error) {
+		_, err := rt.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, m := range ms {
+				p.Set(ctx, m.key, m.attempt, m.ttl)
+			}
+			return nil
+		})
+		return make([]struct{}, len(ms)), err
+	})
 	return &sender{
+		allow:       newBatcher(256, limiter.AllowBatch),
+		marks:       marks,
 		shaping:     pol,
 		limiter:     limiter,
+		keeper:      keeper,
+		signing:     sign,
+		relays:      rel,
+		requireTLS:  requireTLS,
+		socks:       socks,
 		shapedCount: shapedCount,
 		rules:       rules,
 		cfg:         cfg,
 		rt:          rt,
 		log:         log,
 		routes:      routes,
-		sessions:    newSessions(cfg.MaxPerConnection, limiter),
+		sessions:    newSessions(cfg.MaxPerConnection),
 		policy:      newPolicies(log, rt.Metrics),
-		now:         time.Now,
+		now:         now,
 		attempts:    attempts,
 		latency:     latency,
 		held:        held,
@@ -208,12 +270,23 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 		// it holds no consumer slot meanwhile.
 		return s.schedule(ctx, m.Subject, d, nb.AsTime())
 	}
-	if done, err := s.alreadyDelivered(ctx, d.GetMessageId()); err != nil {
-		return err
-	} else if done {
-		// A copy of a message that was delivered (a redelivery after a
-		// crash between the 250 and the ack): never send it twice.
-		return nil
+	// Only a copy can have been delivered already: a redelivery (a crash
+	// between the 250 and the ack) or a retry (whose first attempt may
+	// have been redelivered and delivered meanwhile). A first attempt on
+	// its first delivery skips the round trip.
+	if m.Delivered > 1 || attempt > 1 {
+		at, done, err := s.alreadyDelivered(ctx, d.GetMessageId())
+		if err != nil {
+			return err
+		}
+		if done {
+			// A copy of a message that was delivered: never send it twice.
+			// The replica that delivered it may have died before its
+			// event went out: publish it again under the same id, which
+			// the stream drops when the first one made it.
+			return s.publish(ctx, d, at, outcome{kind: mailwavev1.EventKind_EVENT_KIND_DELIVERED, code: 250, phase: "dot",
+				text: "delivered; a later copy was not sent", provider: d.GetRouting().GetSite()}, time.Time{})
+		}
 	}
 	start := time.Now()
 	stopProgress := s.keepInProgress(m)
@@ -257,6 +330,9 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 	retry := proto.CloneOf(d)
 	retry.Attempt = attempt + 1
 	retry.LastReason, retry.LastSmtpCode, retry.LastEnhancedCode, retry.LastResponse = o.reason, int32(o.code), o.enhanced, o.text
+	// The retry is due at next by the sender's clock, whenever the
+	// schedule brings it back.
+	retry.NotBefore = timestamppb.New(next)
 	return s.schedule(ctx, m.Subject, retry, next)
 }
 
@@ -289,6 +365,14 @@ func (s *sender) keepInProgress(m *events.Msg[*mailwavev1.DispatchMessage]) (sto
 // unique per message and attempt, so a handler that runs twice (after a
 // crash) schedules once. Returning nil acknowledges the current copy.
 func (s *sender) schedule(ctx context.Context, subject string, d *mailwavev1.DispatchMessage, at time.Time) error {
+	// at is on the sender's clock; the schedule fires on the server's.
+	wait := at.Sub(s.now())
+	if s.cfg.MaxPark > 0 && wait > s.cfg.MaxPark {
+		// An injected clock: look again soon; NotBefore parks it again
+		// until the clock says it is due.
+		wait = s.cfg.MaxPark
+	}
+	at = time.Now().Add(wait)
 	// Schedules have one-second resolution: round up so nothing fires early.
 	at = at.Truncate(time.Second).Add(time.Second)
 	_, err := s.rt.Pub.Publish(ctx, mailwavev1.SubjectRetry(d.GetMessageId()), d,
@@ -311,20 +395,32 @@ func shapingKey(sourceIP, provider string) string {
 // passed, so no copy of it is ever sent again.
 func deliveredKey(id string) string { return "mw:delivered:" + id }
 
-func (s *sender) alreadyDelivered(ctx context.Context, id string) (bool, error) {
-	n, err := s.rt.Redis.Exists(ctx, deliveredKey(id)).Result()
-	if err != nil {
-		return false, fmt.Errorf("sender: delivered marker: %w", err)
+// mark is one delivered marker to set.
+type mark struct {
+	key     string
+	attempt int32
+	ttl     time.Duration
+}
+
+// alreadyDelivered reports whether the message was delivered, and by
+// which attempt.
+func (s *sender) alreadyDelivered(ctx context.Context, id string) (int32, bool, error) {
+	v, err := s.rt.Redis.Get(ctx, deliveredKey(id)).Int()
+	if errors.Is(err, redis.Nil) {
+		return 0, false, nil
 	}
-	return n > 0, nil
+	if err != nil {
+		return 0, false, fmt.Errorf("sender: delivered marker: %w", err)
+	}
+	return int32(max(v, 1)), true, nil
 }
 
 func (s *sender) markDelivered(ctx context.Context, d *mailwavev1.DispatchMessage, now time.Time) {
 	ttl := 24 * time.Hour
 	if exp := d.GetExpiresAt(); exp != nil {
-		ttl += exp.AsTime().Sub(now)
+		ttl = max(ttl, ttl+exp.AsTime().Sub(now))
 	}
-	if err := s.rt.Redis.Set(ctx, deliveredKey(d.GetMessageId()), 1, ttl).Err(); err != nil {
+	if _, err := s.marks.do(ctx, mark{key: deliveredKey(d.GetMessageId()), attempt: max(d.GetAttempt(), 1), ttl: ttl}); err != nil {
 		s.log.Warn("delivered marker not stored", "message_id", d.GetMessageId(), "err", err)
 	}
 }
@@ -363,39 +459,81 @@ func (s *sender) pickSource(d *mailwavev1.DispatchMessage, provider string, now 
 	return primary, dec
 }
 
-// attempt makes one delivery attempt through the MX hosts of the
-// recipient's domain, in preference order: a host that cannot be reached
-// passes to the next; an SMTP answer is final for this attempt.
+// target is one server an attempt may go to: an MX address, or a relay
+// route's smarthost.
+type target struct {
+	key        sessionKey
+	serverName string // MX or smarthost name: SNI, certificate, events
+	remoteIP   string
+	dialer     func() *smtpclient.Dialer
+	// connKey is the connection budget the target's sessions count
+	// against, within the message budget of the source and provider.
+	connKey string
+	// failover lists the phases whose failure passes to the next target
+	// rather than ending the attempt.
+	failover map[string]bool
+}
+
+// An MX host that cannot be reached, greets with a refusal, or cannot
+// give the TLS a destination requires passes to the next MX (RFC 5321
+// §5.1); an answer after that is the destination's.
+var mxFailover = map[string]bool{"connect": true, "greeting": true, "starttls": true}
+
+// A smarthost that is down or refuses us before MAIL (its greeting, TLS or
+// our credentials) passes to the route's next smarthost.
+var relayFailover = map[string]bool{"connect": true, "greeting": true, "ehlo": true, "starttls": true, "auth": true}
+
+// attempt makes one delivery attempt: through a relay route when one is
+// chosen, else through the MX hosts of the recipient's domain in
+// preference order, each target tried until one answers for the message.
 func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) outcome {
 	domain := d.GetRouting().GetRecipientDomain()
 	if domain == "" {
 		domain = domainOf(d.GetRecipient())
 	}
-	route, err := s.routes.Route(ctx, domain)
+	relay, err := s.relays.pick(d.GetRouting().GetRelayRoute(), d.GetTenant(), domain)
 	if err != nil {
-		o := outcome{provider: domain, phase: "dns", text: err.Error()}
-		switch {
-		case errors.Is(err, mx.ErrNullMX):
-			o.kind, o.class, o.reason, o.code, o.enhanced = mailwavev1.EventKind_EVENT_KIND_BOUNCED, mailwavev1.BounceClass_BOUNCE_CLASS_HARD, "notaccept", 556, "5.1.10"
-		case errors.Is(err, mx.ErrNoSuchDomain):
-			o.kind, o.class, o.reason, o.code, o.enhanced = mailwavev1.EventKind_EVENT_KIND_BOUNCED, mailwavev1.BounceClass_BOUNCE_CLASS_HARD, "hostunknown", 550, "5.1.2"
-		default:
-			o.kind, o.class, o.reason = mailwavev1.EventKind_EVENT_KIND_DEFERRED, mailwavev1.BounceClass_BOUNCE_CLASS_SOFT, "networkerror"
+		// The planner names a route this replica does not know: a
+		// configuration mismatch the operator fixes; the message waits.
+		return outcome{kind: mailwavev1.EventKind_EVENT_KIND_DEFERRED, class: mailwavev1.BounceClass_BOUNCE_CLASS_SOFT,
+			reason: "systemerror", phase: "route", text: err.Error(), provider: d.GetRouting().GetRelayRoute()}
+	}
+	var route *mx.Route
+	provider := ""
+	if relay != nil {
+		provider = relay.name
+	} else {
+		route, err = s.routes.Route(ctx, domain)
+		if err != nil {
+			o := outcome{provider: domain, phase: "dns", text: err.Error()}
+			switch {
+			case errors.Is(err, mx.ErrNullMX):
+				o.kind, o.class, o.reason, o.code, o.enhanced = mailwavev1.EventKind_EVENT_KIND_BOUNCED, mailwavev1.BounceClass_BOUNCE_CLASS_HARD, "notaccept", 556, "5.1.10"
+			case errors.Is(err, mx.ErrNoSuchDomain):
+				o.kind, o.class, o.reason, o.code, o.enhanced = mailwavev1.EventKind_EVENT_KIND_BOUNCED, mailwavev1.BounceClass_BOUNCE_CLASS_HARD, "hostunknown", 550, "5.1.2"
+			default:
+				o.kind, o.class, o.reason = mailwavev1.EventKind_EVENT_KIND_DEFERRED, mailwavev1.BounceClass_BOUNCE_CLASS_SOFT, "networkerror"
+			}
+			return o
 		}
-		return o
+		provider = route.Provider
 	}
-	src, dec := s.pickSource(d, route.Provider, s.now())
+	src, dec := s.pickSource(d, provider, s.now())
 	if dec.paused != nil {
-		return outcome{paused: dec.paused, provider: route.Provider, sourceIP: src.GetIp()}
+		return outcome{paused: dec.paused, provider: provider, sourceIP: src.GetIp()}
 	}
-	var source netip.Addr
-	if ip := src.GetIp(); ip != "" {
-		source, _ = netip.ParseAddr(ip)
+	// DKIM keys are looked up before anything is spent on the message: a
+	// message that waits for its key takes no rate token.
+	plan := s.signing.plan(d)
+	if plan.stop != nil {
+		o := *plan.stop
+		o.provider, o.sourceIP = provider, src.GetIp()
+		return o
 	}
 	// Shaping: the limits of this source IP towards this provider (and
 	// tenant), scaled by any throttle in force, held across every replica
 	// in Redis. A refusal waits without an attempt being counted.
-	lim := s.shaping.Limits(route.Provider, src.GetIp(), d.GetTenant())
+	lim := s.shaping.Limits(provider, src.GetIp(), d.GetTenant())
 	if dec.pinPerHour > 0 {
 		lim = lim.Pin(dec.pinPerHour)
 	}
@@ -403,47 +541,91 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 		lim = lim.Scale(dec.factor)
 	}
 	if lim.Paused {
-		return outcome{shaped: s.cfg.PauseRecheck, provider: route.Provider, sourceIP: src.GetIp()}
+		return outcome{shaped: s.cfg.PauseRecheck, provider: provider, sourceIP: src.GetIp()}
 	}
-	budget := shapingKey(src.GetIp(), route.Provider)
-	res, err := s.limiter.Allow(ctx, "msg:"+budget, 1, lim.MessageWindows()...)
+	budget := shapingKey(src.GetIp(), provider)
+	res, err := s.allow.do(ctx, ratelimit.Request{Key: "msg:" + budget, N: 1, Windows: lim.MessageWindows()})
 	if err != nil {
 		s.log.Warn("rate limit unavailable", "err", err)
-		return outcome{shaped: time.Second, provider: route.Provider, sourceIP: src.GetIp()}
+		return outcome{shaped: time.Second, provider: provider, sourceIP: src.GetIp()}
 	}
 	if !res.Allowed {
-		return outcome{shaped: res.RetryAfter, provider: route.Provider, sourceIP: src.GetIp()}
+		return outcome{shaped: res.RetryAfter, provider: provider, sourceIP: src.GetIp()}
 	}
-	gate := &connGate{limiter: s.limiter, key: budget, limits: lim}
-	helo := src.GetHeloName()
-	if helo == "" {
-		helo = s.cfg.HeloName
+	data, stop := s.signing.sign(plan, d.GetData())
+	if stop != nil {
+		o := *stop
+		o.provider, o.sourceIP = provider, src.GetIp()
+		return o
 	}
+	targets := s.targets(src, relay, route, s.requireTLS[normDomain(domain)])
 	last := outcome{
 		kind: mailwavev1.EventKind_EVENT_KIND_DEFERRED, class: mailwavev1.BounceClass_BOUNCE_CLASS_SOFT,
-		reason: "networkerror", provider: route.Provider, text: "no MX host reachable", phase: "connect",
+		reason: "networkerror", provider: provider, text: "no MX host reachable", phase: "connect",
 		sourceIP: src.GetIp(),
+	}
+	if relay != nil {
+		last.text = "no smarthost of relay route " + relay.name + " reachable"
+	}
+	for _, t := range targets {
+		gate := &connGate{limiter: s.limiter, keeper: s.keeper, key: budget + t.connKey, limits: lim}
+		res, err := s.sessions.send(ctx, t.key, gate, t.dialer, t.serverName, d.GetReturnPath(), d.GetRecipient(), data)
+		var shaped *shapedError
+		if errors.As(err, &shaped) {
+			return outcome{shaped: shaped.after, provider: provider, sourceIP: src.GetIp()}
+		}
+		o := classify(s.rules, response.Answer{Provider: provider, SendingDomain: d.GetRouting().GetSendingDomain(),
+			RecipientDomain: domain}, res, err)
+		o.remoteMX, o.remoteIP, o.provider, o.sourceIP = t.serverName, t.remoteIP, provider, src.GetIp()
+		if !t.failover[o.phase] {
+			return o
+		}
+		last = o
+	}
+	return last
+}
+
+// targets lists where an attempt from src may go, in order: the relay
+// route's smarthosts, or every address of every MX host.
+func (s *sender) targets(src *mailwavev1.SourceAddress, relay *relayRoute, route *mx.Route, requireTLS bool) []target {
+	var source netip.Addr
+	if ip := src.GetIp(); ip != "" {
+		source, _ = netip.ParseAddr(ip)
+	}
+	base := smtpclient.Dialer{HelloName: cmp.Or(src.GetHeloName(), s.cfg.HeloName), LocalAddr: source, Logger: s.log}
+	if proxy, ok := s.socks[source]; ok {
+		// The proxy owns the source address (how a pod reaches a
+		// dedicated IP): connect through it, bound to nothing.
+		base.SOCKS5, base.LocalAddr = proxy, netip.Addr{}
+	}
+	var out []target
+	if relay != nil {
+		for _, h := range relay.hosts {
+			dl := relay.dialer(h, base, requireTLS)
+			out = append(out, target{
+				key:        sessionKey{source: source, addr: h.addr, route: relay.name},
+				serverName: h.host, remoteIP: h.addr, failover: relayFailover,
+				// Each smarthost is its own provider's server: connecting
+				// to one that is down spends none of the next one's
+				// connection budget.
+				connKey: "|" + h.addr,
+				dialer:  func() *smtpclient.Dialer { return dl },
+			})
+		}
+		return out
 	}
 	for _, host := range route.Hosts {
 		for _, ip := range host.Addrs {
-			addr := net.JoinHostPort(ip.String(), strconv.Itoa(s.cfg.SMTPPort))
-			res, err := s.sessions.send(ctx, sessionKey{source: source, addr: addr}, gate, func() *smtpclient.Dialer {
-				return &smtpclient.Dialer{LocalAddr: source, HelloName: helo}
-			}, host.Name, d.GetReturnPath(), d.GetRecipient(), d.GetData())
-			var shaped *shapedError
-			if errors.As(err, &shaped) {
-				return outcome{shaped: shaped.after, provider: route.Provider, sourceIP: src.GetIp()}
-			}
-			o := classify(s.rules, response.Answer{Provider: route.Provider, SendingDomain: d.GetRouting().GetSendingDomain(),
-				RecipientDomain: domain}, res, err)
-			o.remoteMX, o.remoteIP, o.provider, o.sourceIP = host.Name, ip.String(), route.Provider, src.GetIp()
-			if o.phase != "connect" && o.phase != "greeting" {
-				return o
-			}
-			last = o
+			dl := base
+			dl.RequireTLS = requireTLS
+			out = append(out, target{
+				key:        sessionKey{source: source, addr: net.JoinHostPort(ip.String(), strconv.Itoa(s.cfg.SMTPPort))},
+				serverName: host.Name, remoteIP: ip.String(), failover: mxFailover,
+				dialer: func() *smtpclient.Dialer { return &dl },
+			})
 		}
 	}
-	return last
+	return out
 }
 
 func (s *sender) publish(ctx context.Context, d *mailwavev1.DispatchMessage, attempt int32, o outcome, next time.Time) error {

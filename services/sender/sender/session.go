@@ -14,30 +14,31 @@ import (
 )
 
 // sessionKey identifies reusable SMTP sessions: the same source IP to the
-// same MX address.
+// same MX address, or to the same smarthost of a relay route (whose
+// session is authenticated as that route).
 type sessionKey struct {
 	source netip.Addr
 	addr   string
+	route  string
 }
 
 type idle struct {
 	c     *smtpclient.Client
-	lease *ratelimit.Lease
+	lease *ratelimit.Kept
 	since time.Time
 }
 
 // sessions keeps idle SMTP sessions for reuse, up to maxPer messages each
 // (or the shaping policy's lower cap), with the connection lease each one
-// holds.
+// holds (kept alive by the lease keeper while the session lives).
 type sessions struct {
-	maxPer  int
-	limiter *ratelimit.Limiter
-	mu      sync.Mutex
-	idle    map[sessionKey][]idle
+	maxPer int
+	mu     sync.Mutex
+	idle   map[sessionKey][]idle
 }
 
-func newSessions(maxPer int, limiter *ratelimit.Limiter) *sessions {
-	return &sessions{maxPer: maxPer, limiter: limiter, idle: map[sessionKey][]idle{}}
+func newSessions(maxPer int) *sessions {
+	return &sessions{maxPer: maxPer, idle: map[sessionKey][]idle{}}
 }
 
 func (s *sessions) take(k sessionKey) (idle, bool) {
@@ -56,15 +57,11 @@ func (s *sessions) put(k sessionKey, it idle, maxPer int) {
 	if maxPer <= 0 || maxPer > s.maxPer {
 		maxPer = s.maxPer
 	}
-	if it.c.Sent() >= maxPer || it.c.Closed() {
+	// A session whose slot lapsed (Redis out of reach for a whole lease
+	// TTL) may be one too many now: end it.
+	if it.c.Sent() >= maxPer || it.c.Closed() || (it.lease != nil && it.lease.Lost()) {
 		s.close(it)
 		return
-	}
-	// Keep the slot while the session lives.
-	if it.lease != nil && time.Until(it.lease.Expires) < leaseTTL/2 {
-		if l, err := s.limiter.Renew(context.Background(), *it.lease, leaseTTL); err == nil {
-			it.lease = &l
-		}
 	}
 	it.since = time.Now()
 	s.mu.Lock()
@@ -78,7 +75,7 @@ func (s *sessions) close(it idle) {
 		_ = it.c.Quit(context.Background())
 	}
 	if it.lease != nil {
-		_ = s.limiter.Release(context.Background(), *it.lease)
+		_ = it.lease.Release(context.Background())
 	}
 }
 
@@ -95,7 +92,7 @@ func (s *sessions) send(ctx context.Context, k sessionKey, gate *connGate, diale
 			c, err := dialer().Dial(ctx, k.addr, serverName)
 			if err != nil {
 				if lease != nil {
-					_ = s.limiter.Release(context.Background(), *lease)
+					_ = lease.Release(context.Background())
 				}
 				return nil, err
 			}
@@ -184,6 +181,18 @@ func classify(rules *response.Rules, a response.Answer, res *smtpclient.Result, 
 			reason: "networkerror", phase: "connect", text: err.Error(), signal: mailwavev1.Signal_SIGNAL_REMOTE_FAILURE}
 	}
 	o := outcome{code: se.Code, enhanced: se.EnhancedCode, text: se.Message, phase: string(se.Phase)}
+	switch {
+	case errors.Is(err, smtpclient.ErrTLSRequired), errors.Is(err, smtpclient.ErrTLSUnverified):
+		// The route or the destination requires TLS and this server could
+		// not give it: the message waits rather than leave in plaintext.
+		o.kind, o.class, o.reason, o.signal = mailwavev1.EventKind_EVENT_KIND_DEFERRED, mailwavev1.BounceClass_BOUNCE_CLASS_SOFT, "failedstarttls", mailwavev1.Signal_SIGNAL_NONE
+		o.text = "TLS required, not sent in plaintext: " + se.Error()
+		return o
+	case se.Code == 0 && (errors.Is(err, smtpclient.ErrAuthNeedsTLS) || errors.Is(err, smtpclient.ErrAuthUnsupported)):
+		o.kind, o.class, o.reason, o.signal = mailwavev1.EventKind_EVENT_KIND_DEFERRED, mailwavev1.BounceClass_BOUNCE_CLASS_SOFT, "securityerror", mailwavev1.Signal_SIGNAL_NONE
+		o.text = se.Error()
+		return o
+	}
 	if se.Code == 0 {
 		// No answer: a network failure, a timeout or a TLS failure.
 		o.kind, o.class, o.reason = mailwavev1.EventKind_EVENT_KIND_DEFERRED, mailwavev1.BounceClass_BOUNCE_CLASS_SOFT, "networkerror"

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -20,3 +23,13 @@ func maxRSSMB() float64 {
 }
 
 func numCPU() int { return runtime.NumCPU() }
+
+// loadAverage is the 1-minute load average, 0 where unknown.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f, _ := strconv.ParseFloat(strings.Fields(string(b))[0], 64)
+	return f
+}
