@@ -98,9 +98,10 @@ func TestQueueMetrics(t *testing.T) {
 		}
 		return out
 	}
-	const key = "DISPATCH/sender"
-	if got := scrape()["mailwave_queue_pending"]; len(got) != 1 || got[key] != 0 {
-		t.Fatalf("empty queue: pending = %v, want only %s = 0", got, key)
+	// The sender owns its two consumers: bulk and the transactional lane.
+	const key, txKey = "DISPATCH/sender", "DISPATCH/sender-transactional"
+	if got := scrape()["mailwave_queue_pending"]; len(got) != 2 || got[key] != 0 || got[txKey] != 0 {
+		t.Fatalf("empty queue: pending = %v, want only %s = 0 and %s = 0", got, key, txKey)
 	}
 
 	for i := range 3 {
@@ -162,7 +163,7 @@ func TestQueueMetrics(t *testing.T) {
 			age2, time.Since(second.Time).Seconds(), got["mailwave_queue_unacked"][key])
 	}
 
-	// The planner owns two consumers, the sender's is not among them.
+	// The planner owns three consumers, the sender's are not among them.
 	prt, err := service.Open(ctx, "planner", c, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +182,7 @@ func TestQueueMetrics(t *testing.T) {
 		}
 	}
 	slices.Sort(owned)
-	if want := []string{"EVENTS/planner-events", "SEND/planner"}; !slices.Equal(owned, want) {
+	if want := []string{"EVENTS/planner-events", "SEND/planner", "SEND/planner-transactional"}; !slices.Equal(owned, want) {
 		t.Fatalf("planner reports %v, want %v", owned, want)
 	}
 }

@@ -483,8 +483,16 @@ func checkAutoscaling(t reporter, r *rendered) {
 		if len(so.Spec.Triggers) == 0 {
 			t.Errorf("%s: ScaledObject %s has no trigger", r.name, so.Name)
 		}
+		consumers := map[string]bool{}
 		for _, tr := range so.Spec.Triggers {
 			checkJetStreamTrigger(t, r, so.Name, tr.Type, tr.Metadata)
+			consumers[tr.Metadata["consumer"]] = true
+		}
+		// The sender reads two consumers: a backlog on either is work.
+		for _, c := range []string{mailwavev1.ConsumerSender, mailwavev1.ConsumerSenderTransactional} {
+			if !consumers[c] {
+				t.Errorf("%s: ScaledObject %s does not watch the %s consumer's backlog", r.name, so.Name, c)
+			}
 		}
 	}
 }
@@ -503,8 +511,9 @@ func checkJetStreamTrigger(t reporter, r *rendered, name, typ string, md map[str
 			t.Errorf("%s: unknown nats-jetstream trigger metadata %q", id, k)
 		}
 	}
-	if md["stream"] != mailwavev1.StreamDispatch || md["consumer"] != mailwavev1.ConsumerSender {
-		t.Errorf("%s: reads stream %q consumer %q; the contract's are %q and %q", id, md["stream"], md["consumer"], mailwavev1.StreamDispatch, mailwavev1.ConsumerSender)
+	if md["stream"] != mailwavev1.StreamDispatch || (md["consumer"] != mailwavev1.ConsumerSender && md["consumer"] != mailwavev1.ConsumerSenderTransactional) {
+		t.Errorf("%s: reads stream %q consumer %q; the contract's are %q and %q or %q", id, md["stream"], md["consumer"],
+			mailwavev1.StreamDispatch, mailwavev1.ConsumerSender, mailwavev1.ConsumerSenderTransactional)
 	}
 	for _, k := range []string{"lagThreshold", "activationLagThreshold"} {
 		if v, ok := md[k]; ok {

@@ -109,10 +109,7 @@ func defaults(s serviceDef) map[string]string {
 // awaitedVars are variables a manifest already sets for a feature another
 // change adds to a service. The checks accept them while the service does
 // not read them, and fail once it does, so the entry is removed then.
-var awaitedVars = map[string]string{
-	// The sender's SOCKS5 egress (components/sender-egress-socks).
-	"MW_SOCKS_PROXIES": "sender",
-}
+var awaitedVars = map[string]string{}
 
 // envVar is one variable a container sets and where its value comes from.
 type envVar struct {
