@@ -42,6 +42,20 @@
 // and the answer's RetryAfter is the longest wait among the windows that
 // refused.
 //
+// # Reservations
+//
+// A refused request is told when it would pass, but so is every other
+// request refused at that moment: a backlog of callers that all come back
+// at the first free slot would find it taken by one of them and ask again,
+// hundreds of times each, and the rate would go unused between the
+// stampedes. A Request with a Reservation (a message id) and a Horizon
+// asks for the next free slot instead, when it is at most Horizon away:
+// the windows are charged now for that instant, exactly as if the request
+// had come then, and the caller comes back at its own slot, when the same
+// Reservation passes without a second charge. Reservations are charges
+// like any other, so the guarantee above holds for them too. A request
+// whose slot is beyond the horizon is refused and charges nothing.
+//
 // # Leases
 //
 // A lease is one of at most Max concurrent holders of a key (a source IP
@@ -59,8 +73,9 @@
 //
 //	mw:rl:KEY      hash: field a window's period in Go syntax ("1s",
 //	               "1h0m0s"), value its TAT in microseconds since the Unix
-//	               epoch. The hash expires (PEXPIRE) when its latest TAT has
-//	               passed, so an idle key takes no memory.
+//	               epoch; field "r:ID" the slot of reservation ID. The hash
+//	               expires (PEXPIRE) when its latest TAT has passed, so an
+//	               idle key takes no memory.
 //	mw:lease:KEY   sorted set: member a lease id (32 hex digits), score its
 //	               expiry in microseconds since the Unix epoch. It expires
 //	               with its last lease.

@@ -129,6 +129,11 @@ type Result struct {
 	// Window is the index of the refusing window with the longest wait, or
 	// -1 when allowed.
 	Window int
+	// Reserved reports that the request was not allowed now but holds a
+	// slot RetryAfter from now: it was charged, and the same request (the
+	// same Reservation) is allowed from then on without being charged
+	// again. See Request.Reservation.
+	Reserved bool
 }
 
 // Request is one entry of AllowBatch.
@@ -136,6 +141,16 @@ type Request struct {
 	Key     string
 	N       int64
 	Windows []Window
+	// Reservation, when set, names the request (a message id) so that a
+	// refusal whose wait is at most Horizon reserves the slot instead:
+	// the windows are charged now for that future instant, the answer says
+	// Reserved and when, and asking again with the same Reservation is
+	// allowed at that instant without a second charge. Callers waiting
+	// their turn then come back one by one at their own slots instead of
+	// all at once at the first free one, so a backlog flows at the full
+	// rate and is asked about once or twice, not at every free slot.
+	Reservation string
+	Horizon     time.Duration
 }
 
 // Allow charges n requests to key against every window, all or nothing, in
@@ -143,19 +158,25 @@ type Request struct {
 // windows it allows without asking Redis. Errors wrap ErrInvalidKey,
 // ErrInvalidWindow, ErrCostExceedsBurst or ErrReply, or are Redis errors.
 func (l *Limiter) Allow(ctx context.Context, key string, n int64, windows ...Window) (Result, error) {
-	if len(windows) == 0 {
-		if err := checkKey(key); err != nil {
+	return l.Do(ctx, Request{Key: key, N: n, Windows: windows})
+}
+
+// Do is Allow for one Request, which may ask for a reservation. Errors are
+// those of Allow.
+func (l *Limiter) Do(ctx context.Context, r Request) (Result, error) {
+	if len(r.Windows) == 0 {
+		if err := checkKey(r.Key); err != nil {
 			return Result{}, err
 		}
 		return Result{Allowed: true, Window: -1}, nil
 	}
-	keys, args, err := l.gcraArgs(key, n, windows)
+	keys, args, err := l.gcraArgs(r)
 	if err != nil {
 		return Result{}, err
 	}
 	v, err := gcraScript.Run(ctx, l.rdb, keys, args...).Result()
 	if err != nil {
-		return Result{}, fmt.Errorf("ratelimit: %s: %w", key, err)
+		return Result{}, fmt.Errorf("ratelimit: %s: %w", r.Key, err)
 	}
 	return gcraResult(v)
 }
@@ -180,7 +201,7 @@ func (l *Limiter) AllowBatch(ctx context.Context, reqs []Request) ([]Result, err
 			out[i] = Result{Allowed: true, Window: -1}
 			continue
 		}
-		keys, args, err := l.gcraArgs(r.Key, r.N, r.Windows)
+		keys, args, err := l.gcraArgs(r)
 		if err != nil {
 			return nil, err
 		}
@@ -250,15 +271,19 @@ func (l *Limiter) nowArg() string {
 	return strconv.FormatInt(l.now().UnixMicro(), 10)
 }
 
-func (l *Limiter) gcraArgs(key string, n int64, windows []Window) ([]string, []any, error) {
+func (l *Limiter) gcraArgs(r Request) ([]string, []any, error) {
+	key, n, windows := r.Key, r.N, r.Windows
 	if err := checkKey(key); err != nil {
 		return nil, nil, err
 	}
 	if n < 1 {
 		return nil, nil, fmt.Errorf("%w: cost must be at least 1, got %d", ErrInvalidWindow, n)
 	}
-	args := make([]any, 2, 2+3*len(windows))
-	args[0], args[1] = l.nowArg(), n
+	if r.Reservation != "" && r.Horizon <= 0 {
+		return nil, nil, fmt.Errorf("%w: a reservation needs a positive horizon, got %s", ErrInvalidWindow, r.Horizon)
+	}
+	args := make([]any, 4, 4+3*len(windows))
+	args[0], args[1], args[2], args[3] = l.nowArg(), n, r.Reservation, r.Horizon.Microseconds()
 	for i, w := range windows {
 		t, err := w.interval()
 		if err != nil {
@@ -282,8 +307,11 @@ func gcraResult(v any) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if r[0] == 1 {
+	switch r[0] {
+	case 1:
 		return Result{Allowed: true, Window: -1}, nil
+	case 2:
+		return Result{Reserved: true, RetryAfter: time.Duration(r[1]) * time.Microsecond, Window: int(r[2]) - 1}, nil
 	}
 	return Result{RetryAfter: time.Duration(r[1]) * time.Microsecond, Window: int(r[2]) - 1}, nil
 }
@@ -306,20 +334,27 @@ func ints(v any, n int) ([]int64, error) {
 // gcraScript checks every window and charges all of them or none. A key's
 // windows are fields of one hash, so a check is one HMGET and one HSET.
 //
-//	KEYS[1]    the key's hash: field = window period, value = its TAT in µs
+//	KEYS[1]    the key's hash: field = window period, value = its TAT in µs;
+//	           field "r:<id>" = the slot of a reservation in µs
 //	ARGV[1]    now in µs since the epoch, or "" for Redis TIME
 //	ARGV[2]    the cost n
-//	ARGV[3i]   window i's field (its period)
-//	ARGV[3i+1] window i's emission interval T in µs
-//	ARGV[3i+2] window i's burst
+//	ARGV[3]    a reservation id, or ""
+//	ARGV[4]    the reservation horizon in µs
+//	ARGV[3i+2] window i's field (its period)
+//	ARGV[3i+3] window i's emission interval T in µs
+//	ARGV[3i+4] window i's burst
 //
-// It returns {1, 0, 0} when allowed, else {0, wait µs, i} for the window i
-// with the longest wait. The hash expires when its latest TAT has passed,
-// never sooner than it already would (another caller may use other periods
-// on the key); only on the Redis clock, since Redis expires keys by its own
-// clock, which an injected one does not follow. Numbers are written with
-// %.0f: the µs values need 16 digits, more than Lua's default number
-// format keeps.
+// It returns {1, 0, 0} when allowed, {2, wait µs, i} when a reservation
+// was made or is still ahead, else {0, wait µs, i} for the window i with
+// the longest wait. A reservation whose slot has come is taken (HDEL) and
+// allowed without a charge: it was charged when it was made. Reservations
+// live in the same hash as the windows, so a call still touches one key;
+// the hash expires when its latest TAT has passed, which is never before
+// a reservation's slot. The hash's expiry is never shortened (another
+// caller may use other periods on the key), and is set only on the Redis
+// clock, since Redis expires keys by its own clock, which an injected one
+// does not follow. Numbers are written with %.0f: the µs values need 16
+// digits, more than Lua's default number format keeps.
 var gcraScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
 local injected = now ~= nil
@@ -328,17 +363,30 @@ if not injected then
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local n = tonumber(ARGV[2])
-local m = (#ARGV - 2) / 3
+local rid = ARGV[3]
+local horizon = tonumber(ARGV[4])
+if rid ~= '' then
+  local slot = redis.call('HGET', KEYS[1], 'r:' .. rid)
+  if slot then
+    slot = tonumber(slot)
+    if slot <= now then
+      redis.call('HDEL', KEYS[1], 'r:' .. rid)
+      return {1, 0, 0}
+    end
+    return {2, slot - now, 0}
+  end
+end
+local m = (#ARGV - 4) / 3
 local fields = {}
 for i = 1, m do
-  fields[i] = ARGV[3 * i]
+  fields[i] = ARGV[3 * i + 2]
 end
 local stored = redis.call('HMGET', KEYS[1], unpack(fields))
 local set = {}
 local wait, worst, longest = 0, 0, 0
 for i = 1, m do
-  local iv = tonumber(ARGV[3 * i + 1])
-  local burst = tonumber(ARGV[3 * i + 2])
+  local iv = tonumber(ARGV[3 * i + 3])
+  local burst = tonumber(ARGV[3 * i + 4])
   local tat = now
   if stored[i] then
     tat = math.max(tonumber(stored[i]), now)
@@ -352,8 +400,14 @@ for i = 1, m do
   set[2 * i] = string.format('%.0f', new)
   longest = math.max(longest, new - now)
 end
+local answer = {1, 0, 0}
 if worst > 0 then
-  return {0, wait, worst}
+  if rid == '' or wait > horizon then
+    return {0, wait, worst}
+  end
+  set[#set + 1] = 'r:' .. rid
+  set[#set + 1] = string.format('%.0f', now + wait)
+  answer = {2, wait, worst}
 end
 redis.call('HSET', KEYS[1], unpack(set))
 if not injected then
@@ -362,5 +416,5 @@ if not injected then
     redis.call('PEXPIRE', KEYS[1], ms)
   end
 end
-return {1, 0, 0}
+return answer
 `)

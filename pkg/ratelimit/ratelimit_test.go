@@ -2,6 +2,7 @@ package ratelimit_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -382,5 +383,69 @@ func TestWindowString(t *testing.T) {
 	}
 	if got := ratelimit.Rate(0.5, time.Second); got.Burst != 1 {
 		t.Errorf("Rate(0.5, 1s).Burst = %d, want 1", got.Burst)
+	}
+}
+
+// TestReservations: a backlog asks once each. Requests beyond the burst
+// get consecutive slots one emission interval apart, up to the horizon;
+// asking again before a slot says how long is left; at the slot the
+// request passes without a second charge; beyond the horizon nothing is
+// charged.
+func TestReservations(t *testing.T) {
+	c := newClock()
+	l, _ := setup(t, c)
+	ctx := testenv.Context(t)
+	w := ratelimit.Window{Limit: 10, Per: time.Second, Burst: 2} // T = 100ms
+	ask := func(id string) ratelimit.Result {
+		t.Helper()
+		r, err := l.Do(ctx, ratelimit.Request{Key: "k", N: 1, Windows: []ratelimit.Window{w}, Reservation: id, Horizon: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for _, id := range []string{"m0", "m1"} {
+		if r := ask(id); !r.Allowed || r.Reserved {
+			t.Fatalf("%s within the burst: %+v", id, r)
+		}
+	}
+	// m2..m6 reserve the next five slots, 100ms apart; m7 is past the
+	// horizon and charges nothing.
+	for i := 2; i <= 6; i++ {
+		r := ask(fmt.Sprint("m", i))
+		if want := time.Duration(i-1) * 100 * time.Millisecond; r.Allowed || !r.Reserved || r.RetryAfter != want {
+			t.Fatalf("m%d: %+v, want reserved in %s", i, r, want)
+		}
+	}
+	if r := ask("m7"); r.Allowed || r.Reserved || r.RetryAfter != 600*time.Millisecond {
+		t.Fatalf("m7 beyond the horizon: %+v, want refused for 600ms", r)
+	}
+	// Early: the same slot, less the time gone by.
+	c.Add(150 * time.Millisecond)
+	if r := ask("m3"); !r.Reserved || r.RetryAfter != 50*time.Millisecond {
+		t.Fatalf("m3 early: %+v, want reserved in 50ms", r)
+	}
+	// At their slots the reservations pass, once each, charging nothing:
+	// a newcomer still finds the slot after m6's.
+	c.Add(50 * time.Millisecond)
+	if r := ask("m3"); !r.Allowed {
+		t.Fatalf("m3 at its slot: %+v", r)
+	}
+	if r := ask("m3"); r.Allowed || !r.Reserved {
+		t.Fatalf("m3 a second time: %+v, want a new reservation", r)
+	}
+	if r := ask("m8"); !r.Reserved || r.RetryAfter != 500*time.Millisecond {
+		t.Fatalf("m8: %+v, want the slot after m3's new one, in 500ms", r)
+	}
+	// Over any span, no more than burst + span/T are sent: reservations
+	// are charges like any other.
+	c.Add(time.Second)
+	for _, id := range []string{"m2", "m4", "m5", "m6", "m8"} {
+		if r := ask(id); !r.Allowed {
+			t.Fatalf("%s after its slot: %+v", id, r)
+		}
+	}
+	if _, err := l.Do(ctx, ratelimit.Request{Key: "k", N: 1, Windows: []ratelimit.Window{w}, Reservation: "x"}); !errors.Is(err, ratelimit.ErrInvalidWindow) {
+		t.Fatalf("a reservation without a horizon: %v", err)
 	}
 }

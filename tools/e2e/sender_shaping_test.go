@@ -49,6 +49,8 @@ func maxIn(times []time.Time, w time.Duration) int {
 	return best
 }
 
+var shapedGoogle = regexp.MustCompile(`mailwave_sender_shaped_total\{provider="google",source_ip="127\.0\.0\.3"\} (\d+)`)
+
 var deliveredGoogle = regexp.MustCompile(`mailwave_sender_attempts_total\{outcome="delivered",provider="google",source_ip="127\.0\.0\.3"\} (\d+)`)
 
 // Three sender replicas share one per-IP budget through Redis: together
@@ -95,14 +97,27 @@ func TestReplicasTogetherKeepAProvidersRate(t *testing.T) {
 	if measured > 1.05*rate {
 		t.Errorf("sustained %.2f messages/s, more than %g/s + 5%%", measured, rate)
 	}
-	if measured < rate/2 {
-		t.Errorf("sustained %.2f messages/s: the limit was not what held the replicas back", measured)
+	// The limit, not the machine, held them back: the replicas asked for
+	// more than it allowed and were told to wait. (How fast they go below
+	// the limit depends on the machine's load, so it is not asserted.)
+	shaped := 0.0
+	for _, svc := range []string{"sender", "sender-2", "sender-3"} {
+		shaped += e.metric(t, svc, shapedGoogle)
+	}
+	if shaped == 0 {
+		t.Errorf("no replica ever waited for the limit (%.2f messages/s): the test did not exercise it", measured)
+	}
+	// Waiting messages reserve their slots: each is told to wait once or
+	// twice, not at every free slot (a stampede asked ~150 times each).
+	if shaped > 5*n {
+		t.Errorf("%g waits for %d messages: the backlog stampedes instead of taking its turns", shaped, n)
 	}
 	if rs := snap.RejectionsFor("google", mustAddr("127.0.0.3"), ""); len(rs) != 0 {
 		t.Errorf("the provider refused %d messages (%s)", len(rs), rs[0].Reason)
 	}
 	// Every replica took part.
 	for _, svc := range []string{"sender", "sender-2", "sender-3"} {
+		t.Logf("%s: %g delivered, %g waits for the limit", svc, e.metric(t, svc, deliveredGoogle), e.metric(t, svc, shapedGoogle))
 		if e.metric(t, svc, deliveredGoogle) == 0 {
 			t.Errorf("%s delivered nothing: the test did not exercise three replicas", svc)
 		}

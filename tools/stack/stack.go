@@ -152,7 +152,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	}
 	scfg := sender.Config{Common: common, DNSServer: o.DNSServer, SMTPPort: o.SMTPPort, HeloName: "mailwave.localhost",
 		Workers: max(o.SenderWorkers, 1), MaxPerConnection: 100, IdleTimeout: 15 * time.Second,
-		RetryMax: 30 * time.Hour, PauseRecheck: 2 * time.Second}
+		RetryMax: 30 * time.Hour, PauseRecheck: 2 * time.Second, ReserveHorizon: 10 * time.Second}
 	if o.SenderWorkers == 0 {
 		scfg.Workers = 64
 	}

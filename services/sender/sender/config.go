@@ -40,6 +40,11 @@ type Config struct {
 	// PauseRecheck is how often a message held by a pause is looked at
 	// again: the longest a resume can take to release it.
 	PauseRecheck time.Duration `env:"MW_PAUSE_RECHECK" default:"30s" usage:"how often a paused message is looked at again"`
+	// ReserveHorizon is how far ahead a message waiting for its turn at a
+	// rate limit reserves its slot (pkg/ratelimit reservations): it then
+	// comes back exactly then, once. A message whose turn is further away
+	// is looked at again when it comes within the horizon.
+	ReserveHorizon time.Duration `env:"MW_RESERVE_HORIZON" default:"10s" usage:"how far ahead a message waiting for a rate limit reserves its slot (0: the default, 10s)"`
 	// ResponseRules is a YAML file of SMTP response rules; empty uses the
 	// shipped rules.
 	ResponseRules string `env:"MW_RESPONSE_RULES" flag:"response-rules" usage:"YAML file of SMTP response rules (default: the shipped rules)"`
@@ -94,6 +99,17 @@ type Config struct {
 // defaultConnLeaseTTL is MW_CONN_LEASE_TTL's default.
 const defaultConnLeaseTTL = 30 * time.Second
 
+// defaultReserveHorizon is MW_RESERVE_HORIZON's default.
+const defaultReserveHorizon = 10 * time.Second
+
+// reserveHorizon is the horizon in force.
+func (c *Config) reserveHorizon() time.Duration {
+	if c.ReserveHorizon == 0 {
+		return defaultReserveHorizon
+	}
+	return c.ReserveHorizon
+}
+
 // Validate checks the configuration; errors name the variable.
 func (c *Config) Validate() error {
 	if err := c.Common.Validate(); err != nil {
@@ -131,6 +147,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PauseRecheck < time.Second {
 		return config.Errorf("MW_PAUSE_RECHECK", "must be at least 1s")
+	}
+	if c.ReserveHorizon != 0 && (c.ReserveHorizon < time.Second || c.ReserveHorizon > 10*time.Minute) {
+		return config.Errorf("MW_RESERVE_HORIZON", "must be between 1s and 10m, got %s", c.ReserveHorizon)
 	}
 	if c.ConnLeaseTTL != 0 && c.ConnLeaseTTL < 3*time.Second {
 		return config.Errorf("MW_CONN_LEASE_TTL", "must be at least 3s, got %s", c.ConnLeaseTTL)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -245,6 +246,9 @@ type outcome struct {
 	// for now: nothing was sent, no attempt is counted, and it waits this
 	// long.
 	shaped time.Duration
+	// reserved says the wait is a reserved slot (pkg/ratelimit): the
+	// message must come back exactly then, and will pass.
+	reserved bool
 }
 
 func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchMessage]) error {
@@ -298,12 +302,18 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 	}
 	if o.shaped > 0 {
 		s.shapedCount.WithLabelValues(o.provider, o.sourceIP).Inc()
-		if o.shaped < 2*time.Second {
-			// A short wait is cheaper as a delayed redelivery than as a
-			// schedule (whose resolution is one second).
+		if o.reserved || o.shaped < 2*time.Second {
+			// A reserved slot (at most the horizon away) must be kept to
+			// the millisecond, and a short wait is cheaper as a delayed
+			// redelivery than as a schedule (one-second resolution).
 			return events.Retry(o.shaped, errShapedWait)
 		}
-		return s.schedule(ctx, m.Subject, d, now.Add(o.shaped))
+		// The turn is beyond the horizon: come back when it is half a
+		// horizon away, spread a little so a backlog does not return as
+		// one herd, and reserve then.
+		wait := max(o.shaped-s.cfg.reserveHorizon()/2, time.Second)
+		wait += rand.N(wait/10 + 1)
+		return s.schedule(ctx, m.Subject, d, now.Add(wait))
 	}
 	s.latency.WithLabelValues(o.provider).Observe(time.Since(start).Seconds())
 	s.attempts.WithLabelValues(eventWord(o.kind), o.provider, o.sourceIP).Inc()
@@ -544,13 +554,14 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 		return outcome{shaped: s.cfg.PauseRecheck, provider: provider, sourceIP: src.GetIp()}
 	}
 	budget := shapingKey(src.GetIp(), provider)
-	res, err := s.allow.do(ctx, ratelimit.Request{Key: "msg:" + budget, N: 1, Windows: lim.MessageWindows()})
+	res, err := s.allow.do(ctx, ratelimit.Request{Key: "msg:" + budget, N: 1, Windows: lim.MessageWindows(),
+		Reservation: d.GetMessageId(), Horizon: s.cfg.reserveHorizon()})
 	if err != nil {
 		s.log.Warn("rate limit unavailable", "err", err)
 		return outcome{shaped: time.Second, provider: provider, sourceIP: src.GetIp()}
 	}
 	if !res.Allowed {
-		return outcome{shaped: res.RetryAfter, provider: provider, sourceIP: src.GetIp()}
+		return outcome{shaped: res.RetryAfter, reserved: res.Reserved, provider: provider, sourceIP: src.GetIp()}
 	}
 	data, stop := s.signing.sign(plan, d.GetData())
 	if stop != nil {
