@@ -48,13 +48,15 @@
 // request refused at that moment: a backlog of callers that all come back
 // at the first free slot would find it taken by one of them and ask again,
 // hundreds of times each, and the rate would go unused between the
-// stampedes. A Request with a Reservation (a message id) and a Horizon
-// asks for the next free slot instead, when it is at most Horizon away:
-// the windows are charged now for that instant, exactly as if the request
-// had come then, and the caller comes back at its own slot, when the same
-// Reservation passes without a second charge. Reservations are charges
-// like any other, so the guarantee above holds for them too. A request
-// whose slot is beyond the horizon is refused and charges nothing.
+// stampedes. A Request with a Reservation (a message id) and a Horizon is
+// charged for the next free slot instead — now, or at most Horizon ahead —
+// exactly as if it had come then, and the slot is held under its name: the
+// caller comes back once, at its own slot, and from then on the same
+// Reservation is allowed without a second charge until Redeem ends it
+// (when the message has really gone). So a caller allowed to go that then
+// finds no connection free keeps the slot it paid for. Reservations are
+// charges like any other, so the guarantee above holds for them too. A
+// request whose slot is beyond the horizon is refused and charges nothing.
 //
 // # Leases
 //

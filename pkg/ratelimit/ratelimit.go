@@ -141,14 +141,15 @@ type Request struct {
 	Key     string
 	N       int64
 	Windows []Window
-	// Reservation, when set, names the request (a message id) so that a
-	// refusal whose wait is at most Horizon reserves the slot instead:
-	// the windows are charged now for that future instant, the answer says
-	// Reserved and when, and asking again with the same Reservation is
-	// allowed at that instant without a second charge. Callers waiting
-	// their turn then come back one by one at their own slots instead of
-	// all at once at the first free one, so a backlog flows at the full
-	// rate and is asked about once or twice, not at every free slot.
+	// Reservation, when set, names the request (a message id) and makes
+	// its charge a reservation: the slot it is charged for — now, or up to
+	// Horizon ahead, which the answer reports as Reserved — is held under
+	// that name until Redeem, and asking again with the same Reservation
+	// is allowed from the slot on without a second charge. A caller
+	// waiting its turn so comes back once, at its own slot, instead of
+	// with every other caller at the first free one; and a caller allowed
+	// to go that then finds no connection free keeps the slot it paid for.
+	// A slot beyond Horizon is refused and charges nothing.
 	Reservation string
 	Horizon     time.Duration
 }
@@ -159,6 +160,18 @@ type Request struct {
 // ErrInvalidWindow, ErrCostExceedsBurst or ErrReply, or are Redis errors.
 func (l *Limiter) Allow(ctx context.Context, key string, n int64, windows ...Window) (Result, error) {
 	return l.Do(ctx, Request{Key: key, N: n, Windows: windows})
+}
+
+// Redeem ends the reservation id on key: the request it paid for has gone.
+// A reservation is also dropped when its key expires.
+func (l *Limiter) Redeem(ctx context.Context, key, id string) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if err := l.rdb.HDel(ctx, l.prefix+"rl:"+key, "r:"+id).Err(); err != nil {
+		return fmt.Errorf("ratelimit: redeem %s: %w", key, err)
+	}
+	return nil
 }
 
 // Do is Allow for one Request, which may ask for a reservation. Errors are
@@ -346,11 +359,11 @@ func ints(v any, n int) ([]int64, error) {
 //
 // It returns {1, 0, 0} when allowed, {2, wait µs, i} when a reservation
 // was made or is still ahead, else {0, wait µs, i} for the window i with
-// the longest wait. A reservation whose slot has come is taken (HDEL) and
-// allowed without a charge: it was charged when it was made. Reservations
-// live in the same hash as the windows, so a call still touches one key;
-// the hash expires when its latest TAT has passed, which is never before
-// a reservation's slot. The hash's expiry is never shortened (another
+// the longest wait. A reservation whose slot has come is allowed without
+// a charge, until Redeem deletes it: it was charged when it was made.
+// Reservations live in the same hash as the windows, so a call still
+// touches one key; the hash expires when its latest TAT and every
+// reservation's slot plus the horizon have passed. The hash's expiry is never shortened (another
 // caller may use other periods on the key), and is set only on the Redis
 // clock, since Redis expires keys by its own clock, which an injected one
 // does not follow. Numbers are written with %.0f: the µs values need 16
@@ -370,7 +383,6 @@ if rid ~= '' then
   if slot then
     slot = tonumber(slot)
     if slot <= now then
-      redis.call('HDEL', KEYS[1], 'r:' .. rid)
       return {1, 0, 0}
     end
     return {2, slot - now, 0}
@@ -405,9 +417,13 @@ if worst > 0 then
   if rid == '' or wait > horizon then
     return {0, wait, worst}
   end
+  answer = {2, wait, worst}
+end
+if rid ~= '' then
   set[#set + 1] = 'r:' .. rid
   set[#set + 1] = string.format('%.0f', now + wait)
-  answer = {2, wait, worst}
+  -- A held slot outlives an idle key's last TAT by the horizon.
+  longest = math.max(longest, wait + horizon)
 end
 redis.call('HSET', KEYS[1], unpack(set))
 if not injected then

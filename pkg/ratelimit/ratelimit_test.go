@@ -388,9 +388,9 @@ func TestWindowString(t *testing.T) {
 
 // TestReservations: a backlog asks once each. Requests beyond the burst
 // get consecutive slots one emission interval apart, up to the horizon;
-// asking again before a slot says how long is left; at the slot the
-// request passes without a second charge; beyond the horizon nothing is
-// charged.
+// asking again before a slot says how long is left; from the slot on the
+// request is allowed without a second charge until it is redeemed; beyond
+// the horizon nothing is charged.
 func TestReservations(t *testing.T) {
 	c := newClock()
 	l, _ := setup(t, c)
@@ -404,11 +404,24 @@ func TestReservations(t *testing.T) {
 		}
 		return r
 	}
+	redeem := func(id string) {
+		t.Helper()
+		if err := l.Redeem(ctx, "k", id); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, id := range []string{"m0", "m1"} {
 		if r := ask(id); !r.Allowed || r.Reserved {
 			t.Fatalf("%s within the burst: %+v", id, r)
 		}
 	}
+	// m1 found no connection: asking again is allowed, and charges
+	// nothing (m2 still gets the first slot after the burst).
+	if r := ask("m1"); !r.Allowed {
+		t.Fatalf("m1 again before its redemption: %+v", r)
+	}
+	redeem("m0")
+	redeem("m1")
 	// m2..m6 reserve the next five slots, 100ms apart; m7 is past the
 	// horizon and charges nothing.
 	for i := 2; i <= 6; i++ {
@@ -425,20 +438,21 @@ func TestReservations(t *testing.T) {
 	if r := ask("m3"); !r.Reserved || r.RetryAfter != 50*time.Millisecond {
 		t.Fatalf("m3 early: %+v, want reserved in 50ms", r)
 	}
-	// At their slots the reservations pass, once each, charging nothing:
-	// a newcomer still finds the slot after m6's.
+	// From its slot on m3 passes without a charge, until it is redeemed;
+	// then it is a new request, charged after m6's slot.
 	c.Add(50 * time.Millisecond)
-	if r := ask("m3"); !r.Allowed {
-		t.Fatalf("m3 at its slot: %+v", r)
+	for range 2 {
+		if r := ask("m3"); !r.Allowed {
+			t.Fatalf("m3 at its slot: %+v", r)
+		}
 	}
-	if r := ask("m3"); r.Allowed || !r.Reserved {
-		t.Fatalf("m3 a second time: %+v, want a new reservation", r)
+	redeem("m3")
+	if r := ask("m3"); r.Allowed || !r.Reserved || r.RetryAfter != 400*time.Millisecond {
+		t.Fatalf("m3 after its redemption: %+v, want a new slot in 400ms", r)
 	}
 	if r := ask("m8"); !r.Reserved || r.RetryAfter != 500*time.Millisecond {
 		t.Fatalf("m8: %+v, want the slot after m3's new one, in 500ms", r)
 	}
-	// Over any span, no more than burst + span/T are sent: reservations
-	// are charges like any other.
 	c.Add(time.Second)
 	for _, id := range []string{"m2", "m4", "m5", "m6", "m8"} {
 		if r := ask(id); !r.Allowed {

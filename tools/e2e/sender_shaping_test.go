@@ -49,7 +49,9 @@ func maxIn(times []time.Time, w time.Duration) int {
 	return best
 }
 
-var shapedGoogle = regexp.MustCompile(`mailwave_sender_shaped_total\{provider="google",source_ip="127\.0\.0\.3"\} (\d+)`)
+var waitedForConnGoogle = regexp.MustCompile(`mailwave_sender_shaped_total\{limit="connections",provider="google",source_ip="127\.0\.0\.3"\} (\d+)`)
+
+var shapedGoogle = regexp.MustCompile(`mailwave_sender_shaped_total\{limit="rate",provider="google",source_ip="127\.0\.0\.3"\} (\d+)`)
 
 var deliveredGoogle = regexp.MustCompile(`mailwave_sender_attempts_total\{outcome="delivered",provider="google",source_ip="127\.0\.0\.3"\} (\d+)`)
 
@@ -107,19 +109,22 @@ func TestReplicasTogetherKeepAProvidersRate(t *testing.T) {
 	if shaped == 0 {
 		t.Errorf("no replica ever waited for the limit (%.2f messages/s): the test did not exercise it", measured)
 	}
-	// Waiting messages reserve their slots: each is told to wait once or
-	// twice, not at every free slot (a stampede asked ~150 times each).
-	if shaped > 5*n {
+	// Waiting messages reserve their slots: each is told to wait for the
+	// rate once or twice, not at every free slot (a stampede asked ~150
+	// times each).
+	if shaped > 3*n {
 		t.Errorf("%g waits for %d messages: the backlog stampedes instead of taking its turns", shaped, n)
 	}
 	if rs := snap.RejectionsFor("google", mustAddr("127.0.0.3"), ""); len(rs) != 0 {
 		t.Errorf("the provider refused %d messages (%s)", len(rs), rs[0].Reason)
 	}
-	// Every replica took part.
+	// Every replica competed for the one budget (how the deliveries split
+	// among them depends on the machine's load, so it is only logged).
 	for _, svc := range []string{"sender", "sender-2", "sender-3"} {
-		t.Logf("%s: %g delivered, %g waits for the limit", svc, e.metric(t, svc, deliveredGoogle), e.metric(t, svc, shapedGoogle))
-		if e.metric(t, svc, deliveredGoogle) == 0 {
-			t.Errorf("%s delivered nothing: the test did not exercise three replicas", svc)
+		delivered, waited, conns := e.metric(t, svc, deliveredGoogle), e.metric(t, svc, shapedGoogle), e.metric(t, svc, waitedForConnGoogle)
+		t.Logf("%s: %g delivered, %g waits for the rate, %g for a connection", svc, delivered, waited, conns)
+		if delivered+waited+conns == 0 {
+			t.Errorf("%s never took a message: the test did not exercise three replicas", svc)
 		}
 	}
 }

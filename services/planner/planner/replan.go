@@ -113,6 +113,11 @@ func (r *replanner) replan(ctx context.Context, ev *mailwavev1.DeliveryEvent, no
 		return r.drop(ctx, ev, "the next attempt would come after the max age", now)
 	}
 	rcpt := &mailwavev1.Recipient{Address: rec.GetRecipient(), Vars: rec.GetVars(), ExternalId: rec.GetExternalId()}
+	// A suppression written since the first attempt (the DSN's own
+	// threshold, a complaint) is honoured: the mirror catches up first.
+	if err := r.p.suppress.sync(ctx); err != nil {
+		return err
+	}
 	if sup := r.p.suppress.check(req, rec.GetRecipient()); sup != nil {
 		out := r.event(ev, rec, id, mailwavev1.EventKind_EVENT_KIND_SUPPRESSED, now)
 		out.Reason = sup.reason

@@ -14,7 +14,20 @@ import (
 var errShapedWait = errors.New("sender: waiting for a rate or connection limit")
 
 // shapedError says a new connection may not be opened yet.
-type shapedError struct{ after time.Duration }
+type shapedError struct {
+	after time.Duration
+	// limit names what held the message, the "limit" label of
+	// mailwave_sender_shaped_total.
+	limit string
+}
+
+// What held a message back.
+const (
+	limitRate        = "rate"        // its message rate
+	limitConnections = "connections" // its connection cap or connection rate
+	limitPolicy      = "policy"      // a shaping policy of zero volume
+	limitUnavailable = "unavailable" // Redis did not answer
+)
 
 func (e *shapedError) Error() string {
 	return fmt.Sprintf("sender: connection limit, retry in %s", e.after)
@@ -37,10 +50,10 @@ func (g *connGate) open(ctx context.Context) (*ratelimit.Kept, error) {
 	if w := g.limits.ConnectionWindows(); len(w) > 0 {
 		res, err := g.limiter.Allow(ctx, "conn-rate:"+g.key, 1, w...)
 		if err != nil {
-			return nil, &shapedError{after: time.Second}
+			return nil, &shapedError{after: time.Second, limit: limitUnavailable}
 		}
 		if !res.Allowed {
-			return nil, &shapedError{after: res.RetryAfter}
+			return nil, &shapedError{after: res.RetryAfter, limit: limitConnections}
 		}
 	}
 	if g.limits.MaxConnections <= 0 {
@@ -48,12 +61,12 @@ func (g *connGate) open(ctx context.Context) (*ratelimit.Kept, error) {
 	}
 	kept, gr, err := g.keeper.Acquire(ctx, "conn:"+g.key, g.limits.MaxConnections)
 	if err != nil {
-		return nil, &shapedError{after: time.Second}
+		return nil, &shapedError{after: time.Second, limit: limitUnavailable}
 	}
 	if kept == nil {
 		// A slot frees when a session ends; look again soon rather than
 		// at the oldest lease's expiry.
-		return nil, &shapedError{after: min(gr.RetryAfter, 500*time.Millisecond)}
+		return nil, &shapedError{after: min(gr.RetryAfter, 500*time.Millisecond), limit: limitConnections}
 	}
 	return kept, nil
 }

@@ -136,8 +136,8 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 	}, []string{"provider"})
 	shapedCount := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailwave_sender_shaped_total",
-		Help: "Messages that waited for a rate or connection limit, by provider and source IP.",
-	}, []string{"provider", "source_ip"})
+		Help: "Times a message was set aside to wait for a limit, by provider, source IP and limit (rate, connections, policy, unavailable).",
+	}, []string{"provider", "source_ip", "limit"})
 	rt.Metrics.MustRegister(attempts, latency, held, shapedCount)
 	var err error
 	limiter := ratelimit.New(rt.Redis, ratelimit.Options{})
@@ -249,6 +249,8 @@ type outcome struct {
 	// reserved says the wait is a reserved slot (pkg/ratelimit): the
 	// message must come back exactly then, and will pass.
 	reserved bool
+	// limit says what held it (limitRate, limitConnections, …).
+	limit string
 }
 
 func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchMessage]) error {
@@ -301,7 +303,7 @@ func (s *sender) handle(ctx context.Context, m *events.Msg[*mailwavev1.DispatchM
 		return s.schedule(ctx, m.Subject, d, now.Add(s.pauseRecheck(o.paused, now)))
 	}
 	if o.shaped > 0 {
-		s.shapedCount.WithLabelValues(o.provider, o.sourceIP).Inc()
+		s.shapedCount.WithLabelValues(o.provider, o.sourceIP, o.limit).Inc()
 		if o.reserved || o.shaped < 2*time.Second {
 			// A reserved slot (at most the horizon away) must be kept to
 			// the millisecond, and a short wait is cheaper as a delayed
@@ -551,23 +553,40 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 		lim = lim.Scale(dec.factor)
 	}
 	if lim.Paused {
-		return outcome{shaped: s.cfg.PauseRecheck, provider: provider, sourceIP: src.GetIp()}
+		return outcome{shaped: s.cfg.PauseRecheck, limit: limitPolicy, provider: provider, sourceIP: src.GetIp()}
 	}
 	budget := shapingKey(src.GetIp(), provider)
+	// The message takes its rate slot, or reserves the next one and comes
+	// back exactly then (pkg/ratelimit reservations), so a backlog waits
+	// parked instead of asking at every free slot. The slot stays its own
+	// until a connection is in hand: a message that finds none free waits
+	// for one without paying again.
 	res, err := s.allow.do(ctx, ratelimit.Request{Key: "msg:" + budget, N: 1, Windows: lim.MessageWindows(),
 		Reservation: d.GetMessageId(), Horizon: s.cfg.reserveHorizon()})
 	if err != nil {
 		s.log.Warn("rate limit unavailable", "err", err)
-		return outcome{shaped: time.Second, provider: provider, sourceIP: src.GetIp()}
+		return outcome{shaped: time.Second, limit: limitUnavailable, provider: provider, sourceIP: src.GetIp()}
 	}
 	if !res.Allowed {
-		return outcome{shaped: res.RetryAfter, reserved: res.Reserved, provider: provider, sourceIP: src.GetIp()}
+		return outcome{shaped: res.RetryAfter, reserved: res.Reserved, limit: limitRate, provider: provider, sourceIP: src.GetIp()}
 	}
 	data, stop := s.signing.sign(plan, d.GetData())
 	if stop != nil {
 		o := *stop
 		o.provider, o.sourceIP = provider, src.GetIp()
 		return o
+	}
+	redeemed := false
+	redeem := func() error {
+		if redeemed {
+			return nil
+		}
+		if err := s.limiter.Redeem(ctx, "msg:"+budget, d.GetMessageId()); err != nil {
+			s.log.Warn("rate reservation not redeemed", "err", err)
+			return &shapedError{after: time.Second, limit: limitUnavailable}
+		}
+		redeemed = true
+		return nil
 	}
 	targets := s.targets(src, relay, route, s.requireTLS[normDomain(domain)])
 	last := outcome{
@@ -580,10 +599,10 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 	}
 	for _, t := range targets {
 		gate := &connGate{limiter: s.limiter, keeper: s.keeper, key: budget + t.connKey, limits: lim}
-		res, err := s.sessions.send(ctx, t.key, gate, t.dialer, t.serverName, d.GetReturnPath(), d.GetRecipient(), data)
+		res, err := s.sessions.send(ctx, t.key, gate, t.dialer, t.serverName, d.GetReturnPath(), d.GetRecipient(), data, redeem)
 		var shaped *shapedError
 		if errors.As(err, &shaped) {
-			return outcome{shaped: shaped.after, provider: provider, sourceIP: src.GetIp()}
+			return outcome{shaped: shaped.after, limit: shaped.limit, provider: provider, sourceIP: src.GetIp()}
 		}
 		o := classify(s.rules, response.Answer{Provider: provider, SendingDomain: d.GetRouting().GetSendingDomain(),
 			RecipientDomain: domain}, res, err)

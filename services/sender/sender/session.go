@@ -79,9 +79,13 @@ func (s *sessions) close(it idle) {
 	}
 }
 
-// send delivers one message on a reused or new session. A session that
-// failed at the network level is closed; one that answered is kept.
-func (s *sessions) send(ctx context.Context, k sessionKey, gate *connGate, dialer func() *smtpclient.Dialer, serverName, from, rcpt string, data []byte) (*smtpclient.Result, error) {
+// send delivers one message on a reused or new session. ready runs once,
+// when a session is in hand and before anything is sent (the message's
+// rate reservation is redeemed then); its error ends the attempt and keeps
+// the session. A session that failed at the network level is closed; one
+// that answered is kept.
+func (s *sessions) send(ctx context.Context, k sessionKey, gate *connGate, dialer func() *smtpclient.Dialer, serverName, from, rcpt string, data []byte, ready func() error) (*smtpclient.Result, error) {
+	readied := false
 	for {
 		it, reused := s.take(k)
 		if !reused {
@@ -97,6 +101,13 @@ func (s *sessions) send(ctx context.Context, k sessionKey, gate *connGate, diale
 				return nil, err
 			}
 			it = idle{c: c, lease: lease}
+		}
+		if !readied {
+			if err := ready(); err != nil {
+				s.put(k, it, gate.maxPerConnection())
+				return nil, err
+			}
+			readied = true
 		}
 		c := it.c
 		res, err := c.Send(ctx, from, []string{rcpt}, data, smtpclient.SendOptions{})
