@@ -162,14 +162,30 @@ func (l *Limiter) Allow(ctx context.Context, key string, n int64, windows ...Win
 	return l.Do(ctx, Request{Key: key, N: n, Windows: windows})
 }
 
+// Redemption names a reservation: the Key and Reservation of its Request.
+type Redemption struct{ Key, ID string }
+
 // Redeem ends the reservation id on key: the request it paid for has gone.
 // A reservation is also dropped when its key expires.
 func (l *Limiter) Redeem(ctx context.Context, key, id string) error {
-	if err := checkKey(key); err != nil {
-		return err
+	return l.RedeemBatch(ctx, []Redemption{{Key: key, ID: id}})
+}
+
+// RedeemBatch is Redeem for many reservations in one round trip.
+func (l *Limiter) RedeemBatch(ctx context.Context, rs []Redemption) error {
+	for _, r := range rs {
+		if err := checkKey(r.Key); err != nil {
+			return err
+		}
 	}
-	if err := l.rdb.HDel(ctx, l.prefix+"rl:"+key, "r:"+id).Err(); err != nil {
-		return fmt.Errorf("ratelimit: redeem %s: %w", key, err)
+	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, r := range rs {
+			p.HDel(ctx, l.prefix+"rl:"+r.Key, "r:"+r.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ratelimit: redeem: %w", err)
 	}
 	return nil
 }

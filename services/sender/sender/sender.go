@@ -71,6 +71,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 			go s.keeper.Run(keepCtx)
 			go s.allow.loop(keepCtx, 5*time.Second)
 			go s.marks.loop(keepCtx, 5*time.Second)
+			go s.redeems.loop(keepCtx, 5*time.Second)
 			defer s.sessions.closeAll()
 			go s.sessions.reapIdle(ctx, cfg.IdleTimeout)
 			go s.signing.reloadEvery(ctx, cfg.DKIMReload)
@@ -113,6 +114,8 @@ type sender struct {
 	// check and, once delivered, its delivered marker.
 	allow *batcher[ratelimit.Request, ratelimit.Result]
 	marks *batcher[mark, struct{}]
+	// redeems ends the rate reservations of messages about to be sent.
+	redeems *batcher[ratelimit.Redemption, struct{}]
 
 	signing    *signing
 	relays     *relays
@@ -193,7 +196,10 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 		return make([]struct{}, len(ms)), err
 	})
 	return &sender{
-		allow:       newBatcher(256, limiter.AllowBatch),
+		allow: newBatcher(256, limiter.AllowBatch),
+		redeems: newBatcher(256, func(ctx context.Context, rs []ratelimit.Redemption) ([]struct{}, error) {
+			return make([]struct{}, len(rs)), limiter.RedeemBatch(ctx, rs)
+		}),
 		marks:       marks,
 		shaping:     pol,
 		limiter:     limiter,
@@ -581,7 +587,7 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 		if redeemed {
 			return nil
 		}
-		if err := s.limiter.Redeem(ctx, "msg:"+budget, d.GetMessageId()); err != nil {
+		if _, err := s.redeems.do(ctx, ratelimit.Redemption{Key: "msg:" + budget, ID: d.GetMessageId()}); err != nil {
 			s.log.Warn("rate reservation not redeemed", "err", err)
 			return &shapedError{after: time.Second, limit: limitUnavailable}
 		}
