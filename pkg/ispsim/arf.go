@@ -70,7 +70,8 @@ func (s *Sim) scheduleComplaint(p *Provider, m *Message, rcpt string, delay time
 }
 
 // buildARF writes an RFC 5965 feedback report: a human-readable part, the
-// machine-readable message/feedback-report part and the reported message.
+// machine-readable message/feedback-report part and the reported message,
+// DKIM-signed by the domain of its From (see ReportSelector).
 // With redaction on, the recipient is replaced in Original-Rcpt-To and in
 // the reported message's To field (RFC 6590), while its other fields
 // (Return-Path, Message-ID, Feedback-ID) are kept for correlation.
@@ -133,7 +134,7 @@ func (s *Sim) buildARF(p *Provider, cfg ComplaintConfig, m *Message, rcpt string
 	if err := w.Close(); err != nil {
 		return nil, fmt.Errorf("ispsim: arf: %w", err)
 	}
-	return buf.Bytes(), nil
+	return s.reports.sign(s.zone, cfg.From, buf.Bytes())
 }
 
 // redactTo replaces rcpt with shown in the To and Cc fields of data.

@@ -2,13 +2,17 @@ package ispsim_test
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/mailwave/mailwave/pkg/ispsim"
 )
@@ -178,6 +182,31 @@ func TestComplaintBySMTPRedacted(t *testing.T) {
 	_ = clk
 	if err := sim.Complain("nope@x", ""); err == nil {
 		t.Error("complaint about an unknown message")
+	}
+	// The report is signed by the loop's domain, and the key is in the
+	// simulator's DNS: it verifies, and a tampered copy does not.
+	lookup := func(name string) ([]string, error) {
+		return (&net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, sim.DNSAddr())
+		}}).LookupTXT(context.Background(), name)
+	}
+	verify := func(raw []byte) error {
+		vs, err := dkim.VerifyWithOptions(bytes.NewReader(raw), &dkim.VerifyOptions{LookupTXT: lookup})
+		if err != nil {
+			return err
+		}
+		if len(vs) != 1 || vs[0].Domain != "hotmail.com" {
+			return fmt.Errorf("%d signatures (%v)", len(vs), vs)
+		}
+		return vs[0].Err
+	}
+	if err := verify(got.data); err != nil {
+		t.Errorf("the report's DKIM signature: %v", err)
+	}
+	tampered := bytes.Replace(got.data, []byte("redacted@hotmail.com"), []byte("someone@hotmail.com"), 1)
+	if err := verify(tampered); err == nil {
+		t.Error("a tampered report verifies")
 	}
 }
 

@@ -108,6 +108,7 @@ type Sim struct {
 	byName    map[string]*Provider
 	smtpPort  int
 	imap      *imapBox
+	reports   *reportSigner
 
 	routesMu sync.RWMutex
 	routes   map[string]string
@@ -161,6 +162,10 @@ func Start(ctx context.Context, p *Profile, opts ...Option) (*Sim, error) {
 	}
 	s.ledger = newLedger(s.clock, s.registry, p.Ledger.MaxEntries)
 	var err error
+	if s.reports, err = newReportSigner(); err != nil {
+		cancel()
+		return nil, err
+	}
 	if s.zone, err = newZone(p.DNS, s.log); err != nil {
 		cancel()
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -77,8 +78,10 @@ func runPlatform(ctx context.Context, o options, getenv func(string) string, std
 		SourceIPs: sourceIPs,
 		HeloNames: heloNames,
 		Logger:    logger,
-		// fbl-parser reads the simulator's feedback mailboxes.
+		// fbl-parser reads the simulator's feedback mailboxes, and acts on
+		// the reports its providers mail, which they DKIM-sign.
 		FeedbackMailboxes: simMailboxes(sim),
+		TuneFBL:           func(c *fblparser.Config) { c.Reporters = simReporters(sim) },
 	})
 	if err != nil {
 		return err
@@ -132,6 +135,19 @@ func simMailboxes(sim *ispsim.Sim) []fblparser.Mailbox {
 	for i, u := range sim.Profile().IMAP.Users {
 		out = append(out, fblparser.Mailbox{Name: fmt.Sprintf("ispsim-%d", i+1), Host: host, Port: p,
 			TLS: fblparser.TLSNone, Username: u.Username, Password: u.Password, Trusted: true})
+	}
+	return out
+}
+
+// simReporters are the domains the simulator's providers mail their
+// complaint reports from.
+func simReporters(sim *ispsim.Sim) []string {
+	var out []string
+	for _, p := range sim.Profile().Providers {
+		c := p.Complaints
+		if c.Delivery == ispsim.DeliverySMTP && strings.Contains(c.From, "@") && !slices.Contains(out, domainOf(c.From)) {
+			out = append(out, domainOf(c.From))
+		}
 	}
 	return out
 }
