@@ -36,7 +36,13 @@ var (
 	ErrNoKey = errors.New("verp: no key")
 	// ErrMessageID: message ids are 32 hexadecimal digits (128 bits).
 	ErrMessageID = errors.New("verp: message id must be 32 hex digits")
+	// ErrShortKey: a configured key is shorter than MinKeyLen.
+	ErrShortKey = errors.New("verp: key too short")
 )
+
+// MinKeyLen is the shortest key ParseKeys accepts: 16 characters, so a key
+// typed by hand still carries enough entropy for HMAC-SHA256.
+const MinKeyLen = 16
 
 const (
 	version    = 1
@@ -67,6 +73,23 @@ func NewSigner(keys ...[]byte) (*Signer, error) {
 		return nil, ErrNoKey
 	}
 	return &Signer{keys: ks}, nil
+}
+
+// ParseKeys returns the Signer of configured keys (every service's
+// MW_VERP_KEYS, the planner's first key signing). It returns ErrNoKey
+// without keys and ErrShortKey for a key shorter than MinKeyLen.
+func ParseKeys(keys []string) (*Signer, error) {
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%w: at least one key is required", ErrNoKey)
+	}
+	bs := make([][]byte, len(keys))
+	for i, k := range keys {
+		if len(k) < MinKeyLen {
+			return nil, fmt.Errorf("%w: each key needs at least %d characters", ErrShortKey, MinKeyLen)
+		}
+		bs[i] = []byte(k)
+	}
+	return NewSigner(bs...)
 }
 
 // Token is what a VERP address tells once its signature checked.

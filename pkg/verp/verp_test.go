@@ -98,3 +98,30 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseKeys(t *testing.T) {
+	tests := []struct {
+		keys []string
+		want error
+	}{
+		{nil, verp.ErrNoKey},
+		{[]string{"0123456789abcdef", "short"}, verp.ErrShortKey},
+		{[]string{"0123456789abcdef", "fedcba9876543210-old"}, nil},
+	}
+	for _, tt := range tests {
+		s, err := verp.ParseKeys(tt.keys)
+		if !errors.Is(err, tt.want) || (err == nil) != (s != nil) {
+			t.Errorf("ParseKeys(%q) = %v, %v; want %v", tt.keys, s, err, tt.want)
+		}
+	}
+	// The first key signs; the second verifies what it signed.
+	old, _ := verp.ParseKeys([]string{"fedcba9876543210-old"})
+	both, _ := verp.ParseKeys([]string{"0123456789abcdef", "fedcba9876543210-old"})
+	addr, err := old.Address("0123456789abcdef0123456789abcdef", "ana@example.com", "bounces.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := both.Parse(addr); err != nil {
+		t.Errorf("a rotated-out key no longer verifies: %v", err)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/mailwave/mailwave/pkg/embedded"
+	"github.com/mailwave/mailwave/pkg/inbound"
 	"github.com/mailwave/mailwave/pkg/service"
 	"github.com/mailwave/mailwave/services/fbl-parser/fblparser"
 	"github.com/mailwave/mailwave/services/inbound-dsn/inbounddsn"
@@ -163,10 +164,12 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if bounceDomain == "" {
 		bounceDomain = DefaultBounceDomain
 	}
+	// inbound-dsn's and fbl-parser's SMTP receivers.
+	receiverSettings := inbound.Settings{MaxMessageBytes: 983040, MaxConnsPerIP: 10, MaxConns: 100,
+		SessionTimeout: time.Minute, CommandTimeout: 30 * time.Second, StoreTimeout: 30 * time.Second}
 	inboundAddr := make(chan net.Addr, 1)
 	icfg := inbounddsn.Config{Common: common, SMTPAddr: "127.0.0.1:0", BounceDomains: []string{bounceDomain},
-		VERPKeys: []string{s.VERPKey}, MaxMessageBytes: 983040, MaxConnsPerIP: 10, MaxConns: 100,
-		SessionTimeout: time.Minute, CommandTimeout: 30 * time.Second, Workers: 4,
+		VERPKeys: []string{s.VERPKey}, Settings: receiverSettings, Workers: 4,
 		OnSMTPListen: func(a net.Addr) { inboundAddr <- a }}
 	if o.TuneInbound != nil {
 		o.TuneInbound(&icfg)
@@ -174,7 +177,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	fblAddr := make(chan net.Addr, 1)
 	fcfg := fblparser.Config{Common: common, Mailboxes: o.FeedbackMailboxes, SMTPAddr: "127.0.0.1:0",
 		Addresses: []string{DefaultFBLAddress}, VERPKeys: []string{s.VERPKey}, DNSServer: o.DNSServer,
-		MaxMessageBytes: 983040, MaxConnsPerIP: 10, MaxConns: 100, SessionTimeout: time.Minute, CommandTimeout: 30 * time.Second,
+		Settings: receiverSettings,
 		// The simulator's IMAP server (go-imap's in-memory one) does not
 		// announce a message that arrived just before IDLE began until
 		// another one does; renewing IDLE every few seconds bounds that.

@@ -1,14 +1,15 @@
 package fblparser
 
 import (
-	"crypto/tls"
 	"net"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/mailwave/mailwave/pkg/config"
+	"github.com/mailwave/mailwave/pkg/inbound"
 	"github.com/mailwave/mailwave/pkg/service"
+	"github.com/mailwave/mailwave/pkg/verp"
 )
 
 // SMTPOff, as MW_SMTP_ADDR, runs no SMTP intake.
@@ -35,15 +36,9 @@ type Config struct {
 	VERPKeys []string `env:"MW_VERP_KEYS" secret:"true" usage:"keys that verify VERP return paths (the planner's), comma separated"`
 	// DNSServer answers DKIM key lookups.
 	DNSServer string `env:"MW_DNS_SERVER" flag:"dns-server" usage:"host:port of the resolver for DKIM key lookups (default the system resolver)"`
-	// Receiver limits, as inbound-dsn's.
-	MaxMessageBytes int64         `env:"MW_SMTP_MAX_BYTES" default:"983040" usage:"largest report accepted by SMTP or stored from a mailbox, bytes (must fit the NATS max_payload)"`
-	MaxConnsPerIP   int           `env:"MW_SMTP_MAX_CONNS_PER_IP" default:"10" usage:"simultaneous SMTP connections per client IP"`
-	MaxConns        int           `env:"MW_SMTP_MAX_CONNS" default:"500" usage:"simultaneous SMTP connections in all"`
-	SessionTimeout  time.Duration `env:"MW_SMTP_SESSION_TIMEOUT" default:"10m" usage:"longest SMTP session"`
-	CommandTimeout  time.Duration `env:"MW_SMTP_COMMAND_TIMEOUT" default:"2m" usage:"longest wait for one SMTP command"`
-	// TLSCert and TLSKey enable STARTTLS.
-	TLSCert string `env:"MW_SMTP_TLS_CERT" flag:"tls-cert" usage:"PEM certificate for STARTTLS (with MW_SMTP_TLS_KEY)"`
-	TLSKey  string `env:"MW_SMTP_TLS_KEY" flag:"tls-key" usage:"PEM private key for STARTTLS"`
+	// The receiver's limits and TLS, as inbound-dsn's; MW_SMTP_MAX_BYTES
+	// also bounds a report stored from a mailbox.
+	inbound.Settings
 	// PollInterval is how often a mailbox without IDLE is looked at, and
 	// how often IDLE is renewed.
 	PollInterval time.Duration `env:"MW_FBL_POLL_INTERVAL" default:"5m" usage:"how often a mailbox without IDLE is polled; IDLE is renewed as often"`
@@ -70,7 +65,6 @@ type Config struct {
 
 	validated bool
 	mailboxes []Mailbox
-	tls       *tls.Config
 }
 
 // Validate checks the configuration, reads the mailboxes file and their
@@ -133,44 +127,16 @@ func (c *Config) Validate() error {
 		}
 		c.Reporters[i] = d
 	}
-	if len(c.VERPKeys) == 0 {
-		return config.Errorf("MW_VERP_KEYS", "at least one key is required (the planner's keys)")
-	}
-	for _, k := range c.VERPKeys {
-		if len(k) < 16 {
-			return config.Errorf("MW_VERP_KEYS", "each key needs at least 16 characters")
-		}
+	if _, err := verp.ParseKeys(c.VERPKeys); err != nil {
+		return config.Errorf("MW_VERP_KEYS", "%v", err)
 	}
 	if c.DNSServer != "" {
 		if _, _, err := net.SplitHostPort(c.DNSServer); err != nil {
 			return config.Errorf("MW_DNS_SERVER", "%q is not host:port", c.DNSServer)
 		}
 	}
-	if c.MaxMessageBytes < 1024 {
-		return config.Errorf("MW_SMTP_MAX_BYTES", "must be at least 1024")
-	}
-	if c.MaxConnsPerIP < 1 {
-		return config.Errorf("MW_SMTP_MAX_CONNS_PER_IP", "must be at least 1")
-	}
-	if c.MaxConns < c.MaxConnsPerIP {
-		return config.Errorf("MW_SMTP_MAX_CONNS", "must be at least MW_SMTP_MAX_CONNS_PER_IP")
-	}
-	if c.SessionTimeout < time.Second {
-		return config.Errorf("MW_SMTP_SESSION_TIMEOUT", "must be at least 1s")
-	}
-	if c.CommandTimeout < time.Second {
-		return config.Errorf("MW_SMTP_COMMAND_TIMEOUT", "must be at least 1s")
-	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		return config.Errorf("MW_SMTP_TLS_CERT", "MW_SMTP_TLS_CERT and MW_SMTP_TLS_KEY go together")
-	}
-	c.tls = nil
-	if c.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
-		if err != nil {
-			return config.Errorf("MW_SMTP_TLS_CERT", "%v", err)
-		}
-		c.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if err := c.Settings.Validate(); err != nil {
+		return err
 	}
 	if c.PollInterval < time.Second {
 		return config.Errorf("MW_FBL_POLL_INTERVAL", "must be at least 1s")

@@ -59,11 +59,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 			return err
 		}
 	}
-	keys := make([][]byte, len(cfg.VERPKeys))
-	for i, k := range cfg.VERPKeys {
-		keys[i] = []byte(k)
-	}
-	signer, err := verp.NewSigner(keys...)
+	signer, err := verp.ParseKeys(cfg.VERPKeys)
 	if err != nil {
 		return err
 	}
@@ -75,8 +71,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 		var srv *inbound.Server
 		var ln net.Listener
 		if cfg.SMTPEnabled() {
-			if max := rt.NC.MaxPayload(); cfg.MaxMessageBytes+16<<10 > max {
-				return nil, nil, fmt.Errorf("fblparser: MW_SMTP_MAX_BYTES %d does not fit the NATS max_payload %d with room for the envelope", cfg.MaxMessageBytes, max)
+			if err := cfg.FitPayload(rt.NC.MaxPayload()); err != nil {
+				return nil, nil, err
 			}
 			if srv, ln, err = s.listenSMTP(); err != nil {
 				return nil, nil, err
@@ -212,21 +208,17 @@ func (s *svc) listenSMTP() (*inbound.Server, net.Listener, error) {
 		a := cfg.Addresses[0]
 		host = a[strings.LastIndexByte(a, '@')+1:]
 	}
-	srv, err := inbound.New(inbound.Config{
-		Domain:          host,
-		Policy:          ReceiverPolicy(cfg.Addresses),
-		Store:           inbound.JetStream(s.rt.Pub),
-		TLS:             cfg.tls,
-		MaxMessageBytes: cfg.MaxMessageBytes,
-		MaxConnsPerIP:   cfg.MaxConnsPerIP,
-		MaxConns:        cfg.MaxConns,
-		SessionTimeout:  cfg.SessionTimeout,
-		CommandTimeout:  cfg.CommandTimeout,
-		Source:          "smtp",
-		Logger:          s.log,
-		OnStored:        func(*mailwavev1.InboundMessage) { s.stored.WithLabelValues("smtp").Inc() },
-		OnRefused:       func(code int, _ string) { s.refused.WithLabelValues(strconv.Itoa(code)).Inc() },
-	})
+	icfg := inbound.Config{
+		Domain:    host,
+		Policy:    ReceiverPolicy(cfg.Addresses),
+		Store:     inbound.JetStream(s.rt.Pub),
+		Source:    "smtp",
+		Logger:    s.log,
+		OnStored:  func(*mailwavev1.InboundMessage) { s.stored.WithLabelValues("smtp").Inc() },
+		OnRefused: func(code int, _ string) { s.refused.WithLabelValues(strconv.Itoa(code)).Inc() },
+	}
+	cfg.Apply(&icfg)
+	srv, err := inbound.New(icfg)
 	if err != nil {
 		return nil, nil, err
 	}

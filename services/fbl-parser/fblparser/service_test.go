@@ -15,6 +15,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailwave/mailwave/pkg/inbound"
 	"github.com/mailwave/mailwave/pkg/service"
 	"github.com/mailwave/mailwave/pkg/testenv"
 	"github.com/mailwave/mailwave/services/fbl-parser/fblparser"
@@ -155,7 +156,7 @@ func TestServiceReadsMailboxesAndSMTP(t *testing.T) {
 	rs := startService(t, pl, fblparser.Config{
 		Mailboxes: []fblparser.Mailbox{broken, good}, SMTPAddr: "127.0.0.1:0", Addresses: []string{"fbl@fbl.mailwave.test"},
 		Reporters: []string{"yahoo.com"}, VERPKeys: []string{testVERPKey}, DNSServer: d.addr,
-		MaxMessageBytes: 983040, MaxConnsPerIP: 10, MaxConns: 100, SessionTimeout: time.Minute, CommandTimeout: 30 * time.Second,
+		Settings:     inbound.Settings{MaxMessageBytes: 983040, MaxConnsPerIP: 10, MaxConns: 100, SessionTimeout: time.Minute, CommandTimeout: 30 * time.Second},
 		PollInterval: time.Minute, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 100 * time.Millisecond,
 		DedupTTL: 24 * time.Hour, CounterTTL: 24 * time.Hour, Workers: 2,
 	})
@@ -228,8 +229,10 @@ func TestServiceRestart(t *testing.T) {
 	srv := newIMAPServer(t)
 	cfg := fblparser.Config{
 		Mailboxes: []fblparser.Mailbox{srv.mailbox("google")}, SMTPAddr: fblparser.SMTPOff,
-		VERPKeys: []string{testVERPKey}, MaxMessageBytes: 983040, MaxConnsPerIP: 1, MaxConns: 1,
-		SessionTimeout: time.Minute, CommandTimeout: time.Minute, PollInterval: time.Minute,
+		VERPKeys: []string{testVERPKey},
+		Settings: inbound.Settings{MaxMessageBytes: 983040, MaxConnsPerIP: 1, MaxConns: 1,
+			SessionTimeout: time.Minute, CommandTimeout: time.Minute},
+		PollInterval: time.Minute,
 		ReconnectMin: 10 * time.Millisecond, ReconnectMax: 100 * time.Millisecond,
 		DedupTTL: 24 * time.Hour, CounterTTL: 24 * time.Hour, Workers: 1,
 	}

@@ -1,13 +1,13 @@
 package inbounddsn
 
 import (
-	"crypto/tls"
 	"net"
 	"strings"
-	"time"
 
 	"github.com/mailwave/mailwave/pkg/config"
+	"github.com/mailwave/mailwave/pkg/inbound"
 	"github.com/mailwave/mailwave/pkg/service"
+	"github.com/mailwave/mailwave/pkg/verp"
 )
 
 // Config is the inbound-dsn configuration.
@@ -25,16 +25,8 @@ type Config struct {
 	// ThresholdsFile holds the bounce thresholds per brand (YAML, see
 	// Thresholds); empty uses DefaultThresholds.
 	ThresholdsFile string `env:"MW_BOUNCE_THRESHOLDS" flag:"thresholds" usage:"YAML file of bounce thresholds, retryable statuses and reply addresses per brand"`
-	// Receiver limits.
-	MaxMessageBytes int64         `env:"MW_SMTP_MAX_BYTES" default:"983040" usage:"largest message accepted, bytes (must fit the NATS max_payload)"`
-	MaxConnsPerIP   int           `env:"MW_SMTP_MAX_CONNS_PER_IP" default:"10" usage:"simultaneous SMTP connections per client IP"`
-	MaxConns        int           `env:"MW_SMTP_MAX_CONNS" default:"500" usage:"simultaneous SMTP connections in all"`
-	SessionTimeout  time.Duration `env:"MW_SMTP_SESSION_TIMEOUT" default:"10m" usage:"longest SMTP session"`
-	CommandTimeout  time.Duration `env:"MW_SMTP_COMMAND_TIMEOUT" default:"2m" usage:"longest wait for one SMTP command"`
-	StoreTimeout    time.Duration `env:"MW_SMTP_STORE_TIMEOUT" default:"30s" usage:"longest wait for JetStream to store a message before the receiver answers 451 (try again later)"`
-	// TLSCert and TLSKey enable STARTTLS.
-	TLSCert string `env:"MW_SMTP_TLS_CERT" flag:"tls-cert" usage:"PEM certificate for STARTTLS (with MW_SMTP_TLS_KEY)"`
-	TLSKey  string `env:"MW_SMTP_TLS_KEY" flag:"tls-key" usage:"PEM private key for STARTTLS"`
+	// The receiver's limits and TLS, as fbl-parser's.
+	inbound.Settings
 	// ReplyRelay is the smarthost replies are forwarded through.
 	ReplyRelay string `env:"MW_REPLY_RELAY" flag:"reply-relay" usage:"host:port of the relay replies are forwarded through (empty: replies are kept, not forwarded)"`
 	// Workers handle inbound messages at once.
@@ -45,7 +37,6 @@ type Config struct {
 	OnSMTPListen func(net.Addr)
 
 	thresholds *Thresholds
-	tls        *tls.Config
 }
 
 // Validate checks the configuration and loads the thresholds file and the
@@ -67,13 +58,8 @@ func (c *Config) Validate() error {
 		}
 		c.BounceDomains[i] = d
 	}
-	if len(c.VERPKeys) == 0 {
-		return config.Errorf("MW_VERP_KEYS", "at least one key is required (the planner's keys)")
-	}
-	for _, k := range c.VERPKeys {
-		if len(k) < 16 {
-			return config.Errorf("MW_VERP_KEYS", "each key needs at least 16 characters")
-		}
+	if _, err := verp.ParseKeys(c.VERPKeys); err != nil {
+		return config.Errorf("MW_VERP_KEYS", "%v", err)
 	}
 	t := DefaultThresholds()
 	if c.ThresholdsFile != "" {
@@ -83,38 +69,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.thresholds = t
-	if c.MaxMessageBytes < 1024 {
-		return config.Errorf("MW_SMTP_MAX_BYTES", "must be at least 1024")
-	}
-	if c.MaxConnsPerIP < 1 {
-		return config.Errorf("MW_SMTP_MAX_CONNS_PER_IP", "must be at least 1")
-	}
-	if c.MaxConns < c.MaxConnsPerIP {
-		return config.Errorf("MW_SMTP_MAX_CONNS", "must be at least MW_SMTP_MAX_CONNS_PER_IP")
-	}
-	if c.SessionTimeout < time.Second {
-		return config.Errorf("MW_SMTP_SESSION_TIMEOUT", "must be at least 1s")
-	}
-	if c.CommandTimeout < time.Second {
-		return config.Errorf("MW_SMTP_COMMAND_TIMEOUT", "must be at least 1s")
-	}
-	if c.StoreTimeout == 0 {
-		// A Config built in code rather than read from the environment.
-		c.StoreTimeout = 30 * time.Second
-	}
-	if c.StoreTimeout < time.Second {
-		return config.Errorf("MW_SMTP_STORE_TIMEOUT", "must be at least 1s")
-	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		return config.Errorf("MW_SMTP_TLS_CERT", "MW_SMTP_TLS_CERT and MW_SMTP_TLS_KEY go together")
-	}
-	c.tls = nil
-	if c.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
-		if err != nil {
-			return config.Errorf("MW_SMTP_TLS_CERT", "%v", err)
-		}
-		c.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if err := c.Settings.Validate(); err != nil {
+		return err
 	}
 	if c.ReplyRelay != "" {
 		if _, _, err := net.SplitHostPort(c.ReplyRelay); err != nil {

@@ -62,11 +62,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 			return err
 		}
 	}
-	keys := make([][]byte, len(cfg.VERPKeys))
-	for i, k := range cfg.VERPKeys {
-		keys[i] = []byte(k)
-	}
-	signer, err := verp.NewSigner(keys...)
+	signer, err := verp.ParseKeys(cfg.VERPKeys)
 	if err != nil {
 		return err
 	}
@@ -75,25 +71,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 		if err != nil {
 			return nil, nil, err
 		}
-		if max := rt.NC.MaxPayload(); cfg.MaxMessageBytes+16<<10 > max {
-			return nil, nil, fmt.Errorf("inbounddsn: MW_SMTP_MAX_BYTES %d does not fit the NATS max_payload %d with room for the envelope", cfg.MaxMessageBytes, max)
+		if err := cfg.FitPayload(rt.NC.MaxPayload()); err != nil {
+			return nil, nil, err
 		}
-		host := s.hostname
-		srv, err := inbound.New(inbound.Config{
-			Domain:          host,
-			Policy:          newReceiverPolicy(cfg.BounceDomains, signer),
-			Store:           inbound.JetStream(rt.Pub),
-			TLS:             cfg.tls,
-			MaxMessageBytes: cfg.MaxMessageBytes,
-			MaxConnsPerIP:   cfg.MaxConnsPerIP,
-			MaxConns:        cfg.MaxConns,
-			SessionTimeout:  cfg.SessionTimeout,
-			CommandTimeout:  cfg.CommandTimeout,
-			StoreTimeout:    cfg.StoreTimeout,
-			Logger:          log,
-			OnStored:        func(m *mailwavev1.InboundMessage) { s.received.WithLabelValues(kindWord(m.GetKind())).Inc() },
-			OnRefused:       func(code int, _ string) { s.refused.WithLabelValues(strconv.Itoa(code)).Inc() },
-		})
+		icfg := inbound.Config{
+			Domain:    s.hostname,
+			Policy:    newReceiverPolicy(cfg.BounceDomains, signer),
+			Store:     inbound.JetStream(rt.Pub),
+			Logger:    log,
+			OnStored:  func(m *mailwavev1.InboundMessage) { s.received.WithLabelValues(kindWord(m.GetKind())).Inc() },
+			OnRefused: func(code int, _ string) { s.refused.WithLabelValues(strconv.Itoa(code)).Inc() },
+		}
+		cfg.Apply(&icfg)
+		srv, err := inbound.New(icfg)
 		if err != nil {
 			return nil, nil, err
 		}

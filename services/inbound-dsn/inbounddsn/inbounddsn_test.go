@@ -11,7 +11,6 @@ import (
 	"net/textproto"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -25,7 +24,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mailwave/mailwave/pkg/embedded"
+	"github.com/mailwave/mailwave/pkg/config"
 	"github.com/mailwave/mailwave/pkg/events"
+	"github.com/mailwave/mailwave/pkg/inbound"
 	"github.com/mailwave/mailwave/pkg/service"
 	"github.com/mailwave/mailwave/pkg/testenv"
 	"github.com/mailwave/mailwave/pkg/verp"
@@ -81,8 +82,9 @@ func start(t *testing.T, tune func(*inbounddsn.Config)) *fixture {
 		Common: service.Common{NATSURL: ns.ClientURL(), RedisURL: redisURL, HTTPAddr: "127.0.0.1:0", LogLevel: "info",
 			Replicas: 1, DrainTimeout: 10 * time.Second},
 		SMTPAddr: "127.0.0.1:0", BounceDomains: []string{bounceDomain}, VERPKeys: []string{verpKey},
-		MaxMessageBytes: 64 << 10, MaxConnsPerIP: 10, MaxConns: 100,
-		SessionTimeout: time.Minute, CommandTimeout: 30 * time.Second, StoreTimeout: 5 * time.Second, Workers: 2,
+		Settings: inbound.Settings{MaxMessageBytes: 64 << 10, MaxConnsPerIP: 10, MaxConns: 100,
+			SessionTimeout: time.Minute, CommandTimeout: 30 * time.Second, StoreTimeout: 5 * time.Second},
+		Workers:      2,
 		OnSMTPListen: func(a net.Addr) { smtpAddr <- a },
 	}
 	if tune != nil {
@@ -788,8 +790,9 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 			Common: service.Common{NATSURL: "nats://127.0.0.1:4222", RedisURL: "redis://127.0.0.1:6379/0", HTTPAddr: ":8080",
 				LogLevel: "info", Replicas: 1, DrainTimeout: time.Second},
 			SMTPAddr: ":25", BounceDomains: []string{"bounces.shop.test"}, VERPKeys: []string{verpKey},
-			MaxMessageBytes: 1 << 20, MaxConnsPerIP: 10, MaxConns: 100, SessionTimeout: time.Minute,
-			CommandTimeout: time.Minute, StoreTimeout: time.Second, Workers: 1,
+			Settings: inbound.Settings{MaxMessageBytes: 1 << 20, MaxConnsPerIP: 10, MaxConns: 100, SessionTimeout: time.Minute,
+				CommandTimeout: time.Minute, StoreTimeout: time.Second},
+			Workers: 1,
 		}
 	}
 	bad := writeThresholds(t, "default: {hard: -1}\n")
@@ -832,13 +835,17 @@ func TestREADMEListsEveryVariable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	typ := reflect.TypeFor[inbounddsn.Config]()
+	// Every variable, those of the embedded receiver settings included;
+	// service.Common's have a table of their own.
+	common := map[string]bool{}
+	for _, line := range config.Describe(&service.Common{}) {
+		common[line[:strings.IndexAny(line, " :")]] = true
+	}
 	n := 0
-	for i := range typ.NumField() {
-		f := typ.Field(i)
-		env := f.Tag.Get("env")
-		if f.Anonymous || env == "" {
-			continue // service.Common has its own table
+	for _, line := range config.Describe(&inbounddsn.Config{}) {
+		env := line[:strings.IndexAny(line, " :")]
+		if common[env] {
+			continue
 		}
 		n++
 		if !strings.Contains(string(readme), "`"+env+"`") {

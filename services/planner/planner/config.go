@@ -19,6 +19,7 @@ import (
 	"github.com/mailwave/mailwave/pkg/service"
 	"github.com/mailwave/mailwave/pkg/shaping"
 	"github.com/mailwave/mailwave/pkg/tenancy"
+	"github.com/mailwave/mailwave/pkg/verp"
 )
 
 // Config is the planner's configuration.
@@ -81,13 +82,8 @@ func (c *Config) Validate() error {
 	if err := c.Common.Validate(); err != nil {
 		return err
 	}
-	if len(c.VERPKeys) == 0 {
-		return config.Errorf("MW_VERP_KEYS", "at least one key is required")
-	}
-	for _, k := range c.VERPKeys {
-		if len(k) < 16 {
-			return config.Errorf("MW_VERP_KEYS", "each key needs at least 16 characters")
-		}
+	if _, err := verp.ParseKeys(c.VERPKeys); err != nil {
+		return config.Errorf("MW_VERP_KEYS", "%v", err)
 	}
 	for _, k := range c.UnsubscribeKeys {
 		if len(k) < 16 {

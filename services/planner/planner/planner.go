@@ -28,11 +28,7 @@ import (
 
 // Run runs the planner until ctx is cancelled, then drains.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options) error {
-	keys := make([][]byte, len(cfg.VERPKeys))
-	for i, k := range cfg.VERPKeys {
-		keys[i] = []byte(k)
-	}
-	signer, err := verp.NewSigner(keys...)
+	signer, err := verp.ParseKeys(cfg.VERPKeys)
 	if err != nil {
 		return err
 	}
