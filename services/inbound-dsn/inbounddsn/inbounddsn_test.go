@@ -23,8 +23,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/mailwave/mailwave/pkg/embedded"
 	"github.com/mailwave/mailwave/pkg/config"
+	"github.com/mailwave/mailwave/pkg/embedded"
 	"github.com/mailwave/mailwave/pkg/events"
 	"github.com/mailwave/mailwave/pkg/inbound"
 	"github.com/mailwave/mailwave/pkg/service"
