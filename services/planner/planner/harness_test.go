@@ -201,7 +201,9 @@ type stored struct {
 	d        *mailwavev1.DispatchMessage
 }
 
-// dispatches returns every message in the DISPATCH stream.
+// dispatches returns every message in the DISPATCH stream. A schedule
+// that fires during a read moves its message to a sequence past the end
+// of that read, so a read during which the stream grew is done again.
 func (h *harness) dispatches() []stored {
 	h.t.Helper()
 	ctx := testenv.Context(h.t)
@@ -209,12 +211,27 @@ func (h *harness) dispatches() []stored {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		h.t.Fatal(err)
+	last := func() uint64 {
+		info, err := st.Info(ctx)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		return info.State.LastSeq
 	}
+	for {
+		before := last()
+		out := h.readDispatches(st, before)
+		if last() == before {
+			return out
+		}
+	}
+}
+
+func (h *harness) readDispatches(st jetstream.Stream, lastSeq uint64) []stored {
+	h.t.Helper()
+	ctx := testenv.Context(h.t)
 	var out []stored
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+	for seq := uint64(1); seq <= lastSeq; seq++ {
 		m, err := st.GetMsg(ctx, seq)
 		if err != nil {
 			continue // deleted

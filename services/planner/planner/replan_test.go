@@ -305,6 +305,11 @@ func TestDeferredByDSNSuppressedOrDropped(t *testing.T) {
 		!strings.Contains(ev.GetDetail(), "message record is gone") {
 		t.Errorf("dropped event %v", ev)
 	}
+	// The counter moves once the event is out: wait for it, then check
+	// it stays at one.
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		return e.metric(t, `mailwave_planner_dsn_retries_total{outcome="dropped"}`) >= 1
+	}, "the drop was not counted")
 	if v := e.metric(t, `mailwave_planner_dsn_retries_total{outcome="dropped"}`); v != 1 {
 		t.Errorf("dropped %v, want 1 (the sender's deferral is not dropped)", v)
 	}
