@@ -246,6 +246,33 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.smtp.Shutdown(ct
 // Close closes the listeners and every open connection at once.
 func (s *Server) Close() error { return s.smtp.Close() }
 
+// Run serves ln until ctx ends, then stops accepting and lets the sessions
+// in progress finish (their message stored or refused) for at most drain,
+// closing what is left. It returns once the drain is over: nil after a
+// shutdown, or the error that stopped Serve.
+func (s *Server) Run(ctx context.Context, ln net.Listener, drain time.Duration) error {
+	drained := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(drained)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
+		defer cancel()
+		if err := s.Shutdown(sctx); err != nil {
+			_ = s.Close()
+		}
+	})
+	err := s.Serve(ln)
+	if stop() {
+		// Serve failed before any shutdown began.
+		_ = s.Close()
+		return err
+	}
+	<-drained
+	if errors.Is(err, smtp.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
 // acquire counts a new connection from ip, or reports why it is refused.
 func (s *Server) acquire(ip string) string {
 	s.mu.Lock()

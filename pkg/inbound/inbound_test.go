@@ -473,3 +473,53 @@ func TestSameMessageTwiceIsStoredOnce(t *testing.T) {
 		t.Errorf("ids %q %q", a, b)
 	}
 }
+
+// Run drains: once its context ends it takes no new connection, lets the
+// session in progress finish its message, and returns after it.
+func TestRunDrainsSessionsInProgress(t *testing.T) {
+	ns := testenv.NATS(t)
+	_, js := testenv.JetStream(t, ns)
+	srv, err := inbound.New(inbound.Config{Domain: "mx.bounces.example.test", Policy: policy{},
+		Store: inbound.JetStream(events.NewPublisher(js))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(testenv.Context(t))
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln, 20*time.Second) }()
+
+	c := hello(t, ln.Addr().String())
+	c.cmd(250, "MAIL FROM:<>")
+	c.cmd(250, "RCPT TO:<%s>", bounceAddr)
+	cancel()
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			_ = conn.Close()
+		}
+		return err != nil
+	}, "the listener still takes connections")
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned with a session in progress: %v", err)
+	default:
+	}
+	c.data(250, bounceBody)
+	c.cmd(221, "QUIT")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return once the last session ended")
+	}
+	if n := count(t, js); n != 1 {
+		t.Fatalf("%d messages stored, want the one of the drained session", n)
+	}
+}

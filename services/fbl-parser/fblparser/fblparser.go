@@ -23,7 +23,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -32,7 +31,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/emersion/go-smtp"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -89,23 +87,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 		loop := func(ctx context.Context) error {
 			g, gctx := errgroup.WithContext(ctx)
 			if srv != nil {
-				g.Go(func() error {
-					if err := srv.Serve(ln); !errors.Is(err, smtp.ErrServerClosed) {
-						return err
-					}
-					return nil
-				})
-				g.Go(func() error {
-					<-gctx.Done()
-					// Sessions in progress finish (their report is stored
-					// or refused) within the drain timeout.
-					sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.DrainTimeout)
-					defer cancel()
-					if err := srv.Shutdown(sctx); err != nil {
-						_ = srv.Close()
-					}
-					return nil
-				})
+				// Sessions in progress finish (their report is stored or
+				// refused) within the drain timeout.
+				g.Go(func() error { return srv.Run(gctx, ln, cfg.DrainTimeout) })
 			}
 			// Each mailbox has its own loop: one that cannot be reached
 			// or logged into retries with backoff and holds up nothing

@@ -36,7 +36,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -113,24 +112,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 		}
 		loop := func(ctx context.Context) error {
 			g, gctx := errgroup.WithContext(ctx)
-			g.Go(func() error {
-				err := srv.Serve(ln)
-				if errors.Is(err, smtp.ErrServerClosed) {
-					return nil
-				}
-				return err
-			})
-			g.Go(func() error {
-				<-gctx.Done()
-				// Sessions in progress finish (their message is stored or
-				// refused) within the drain timeout.
-				sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.DrainTimeout)
-				defer cancel()
-				if err := srv.Shutdown(sctx); err != nil {
-					_ = srv.Close()
-				}
-				return nil
-			})
+			// Sessions in progress finish (their message is stored or
+			// refused) within the drain timeout.
+			g.Go(func() error { return srv.Run(gctx, ln, cfg.DrainTimeout) })
 			// A consumer stopped by the shutdown (its setup cut short by
 			// the cancelled context) is not a failure of the service.
 			consume := func(run func(context.Context) error) func() error {
