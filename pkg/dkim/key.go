@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
@@ -96,6 +97,24 @@ func ParseKey(domain, selector string, pemData []byte) (*Key, error) {
 		return nil, fmt.Errorf("%w: %T keys are not used for DKIM", ErrKey, parsed)
 	}
 	return k, nil
+}
+
+// GenerateEd25519 makes a new Ed25519 key (RFC 8463) for domain and
+// selector: for a signer whose key is made where it runs and published at
+// once, such as the simulator's feedback loops. Errors wrap ErrName.
+func GenerateEd25519(domain, selector string) (*Key, error) {
+	domain = strings.TrimSuffix(strings.ToLower(domain), ".")
+	if !isDNSName(domain) {
+		return nil, fmt.Errorf("%w: domain %q", ErrName, domain)
+	}
+	if !isDNSName(selector) {
+		return nil, fmt.Errorf("%w: selector %q", ErrName, selector)
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("dkim: generate key: %w", err)
+	}
+	return &Key{domain: domain, selector: selector, signer: priv, algorithm: "ed25519", bits: 256}, nil
 }
 
 // LoadKey reads a PEM key file for domain and selector. Errors name the

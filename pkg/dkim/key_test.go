@@ -275,3 +275,28 @@ func TestNoSecretPrinted(t *testing.T) {
 		t.Errorf("Signer.String() = %s", s)
 	}
 }
+
+// A generated key signs, and its published record verifies the signature.
+func TestGenerateEd25519(t *testing.T) {
+	k, err := dkim.GenerateEd25519("Example.COM.", "gen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Domain() != "example.com" || k.Algorithm() != "ed25519" || len(k.TXT()) != 1 {
+		t.Fatalf("key %s, %d TXT strings", k, len(k.TXT()))
+	}
+	s, err := dkim.NewSigner(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := s.Sign("example.com", nil, readFile(t, "newsletter.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vs := verify(t, signed, k); len(vs) != 1 || vs[0].Err != nil {
+		t.Errorf("verifications %v", vs)
+	}
+	if _, err := dkim.GenerateEd25519("example.com", "bad selector"); !errors.Is(err, dkim.ErrName) {
+		t.Errorf("bad selector: %v", err)
+	}
+}

@@ -1,14 +1,9 @@
 package ispsim
 
 import (
-	"bytes"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/base64"
-	"fmt"
 	"sync"
 
-	"github.com/emersion/go-msgauth/dkim"
+	"github.com/mailwave/mailwave/pkg/dkim"
 )
 
 // ReportSelector is the DKIM selector with which the simulator's providers
@@ -18,23 +13,16 @@ import (
 // <ReportSelector>._domainkey.<domain of the complaints' From>.
 const ReportSelector = "ispsim"
 
-// reportSigner signs the simulator's reports with one Ed25519 key (RFC
-// 8463), made when the simulator starts: no key lives in the repository.
+// reportSigner signs the simulator's reports with an Ed25519 key per
+// domain (RFC 8463), made the first time the domain signs: no key lives in
+// the repository.
 type reportSigner struct {
-	key    ed25519.PrivateKey
-	record string
-
-	mu        sync.Mutex
-	published map[string]bool
+	mu      sync.Mutex
+	signers map[string]*dkim.Signer
 }
 
-func newReportSigner() (*reportSigner, error) {
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("ispsim: report key: %w", err)
-	}
-	return &reportSigner{key: key, published: map[string]bool{},
-		record: "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub)}, nil
+func newReportSigner() *reportSigner {
+	return &reportSigner{signers: map[string]*dkim.Signer{}}
 }
 
 // sign adds a DKIM-Signature of the domain of from to data, publishing the
@@ -45,18 +33,20 @@ func (r *reportSigner) sign(zone *Zone, from string, data []byte) ([]byte, error
 		return data, nil
 	}
 	r.mu.Lock()
-	if !r.published[domain] {
-		zone.SetTXT(ReportSelector+"._domainkey."+domain, r.record)
-		r.published[domain] = true
+	s := r.signers[domain]
+	if s == nil {
+		k, err := dkim.GenerateEd25519(domain, ReportSelector)
+		if err != nil {
+			r.mu.Unlock()
+			return nil, err
+		}
+		if s, err = dkim.NewSigner(k); err != nil {
+			r.mu.Unlock()
+			return nil, err
+		}
+		zone.SetTXT(k.RecordName(), k.TXT()...)
+		r.signers[domain] = s
 	}
 	r.mu.Unlock()
-	var out bytes.Buffer
-	err := dkim.Sign(&out, bytes.NewReader(data), &dkim.SignOptions{
-		Domain: domain, Selector: ReportSelector, Signer: r.key,
-		HeaderKeys: []string{"From", "To", "Subject", "Date", "Message-Id", "Mime-Version", "Content-Type"},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ispsim: sign report: %w", err)
-	}
-	return out.Bytes(), nil
+	return s.Sign(domain, nil, data)
 }

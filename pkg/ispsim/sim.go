@@ -161,11 +161,8 @@ func Start(ctx context.Context, p *Profile, opts ...Option) (*Sim, error) {
 		s.routes[strings.TrimSuffix(canonical(d), ".")] = hp
 	}
 	s.ledger = newLedger(s.clock, s.registry, p.Ledger.MaxEntries)
+	s.reports = newReportSigner()
 	var err error
-	if s.reports, err = newReportSigner(); err != nil {
-		cancel()
-		return nil, err
-	}
 	if s.zone, err = newZone(p.DNS, s.log); err != nil {
 		cancel()
 		return nil, err

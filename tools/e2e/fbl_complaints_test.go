@@ -2,10 +2,6 @@ package e2e_test
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -105,15 +101,7 @@ func startFBL(t *testing.T, clock ispsim.Clock) *env {
 // forwards everything to next, answering with next's answer.
 func startSigningRelay(t *testing.T, sim *ispsim.Sim, domain, next string) string {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := dkim.ParseKey(domain, "fbl2026", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	key, err := dkim.GenerateEd25519(domain, "fbl2026")
 	if err != nil {
 		t.Fatal(err)
 	}

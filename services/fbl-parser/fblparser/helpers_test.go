@@ -3,11 +3,8 @@ package fblparser_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -426,15 +423,7 @@ func (d *dnsServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 // reporterKey makes an Ed25519 DKIM key for domain and publishes it in d.
 func reporterKey(t *testing.T, d *dnsServer, domain string) *dkim.Signer {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := dkim.ParseKey(domain, "fbl", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	k, err := dkim.GenerateEd25519(domain, "fbl")
 	if err != nil {
 		t.Fatal(err)
 	}
