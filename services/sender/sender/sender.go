@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/mailwave/mailwave/pkg/batch"
 	"github.com/mailwave/mailwave/pkg/events"
 	"github.com/mailwave/mailwave/pkg/mx"
 	"github.com/mailwave/mailwave/pkg/ratelimit"
@@ -69,9 +70,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 			keepCtx, stopKeeping := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopKeeping()
 			go s.keeper.Run(keepCtx)
-			go s.allow.loop(keepCtx, 5*time.Second)
-			go s.marks.loop(keepCtx, 5*time.Second)
-			go s.redeems.loop(keepCtx, 5*time.Second)
+			go s.allow.Run(keepCtx, 5*time.Second)
+			go s.marks.Run(keepCtx, 5*time.Second)
+			go s.redeems.Run(keepCtx, 5*time.Second)
 			defer s.sessions.closeAll()
 			go s.sessions.reapIdle(ctx, cfg.IdleTimeout)
 			go s.signing.reloadEvery(ctx, cfg.DKIMReload)
@@ -112,10 +113,10 @@ type sender struct {
 
 	// allow and marks batch the Redis calls of every message: its rate
 	// check and, once delivered, its delivered marker.
-	allow *batcher[ratelimit.Request, ratelimit.Result]
-	marks *batcher[mark, struct{}]
+	allow *batch.Batcher[ratelimit.Request, ratelimit.Result]
+	marks *batch.Batcher[mark, struct{}]
 	// redeems ends the rate reservations of messages about to be sent.
-	redeems *batcher[ratelimit.Redemption, struct{}]
+	redeems *batch.Batcher[ratelimit.Redemption, struct{}]
 
 	signing    *signing
 	relays     *relays
@@ -186,7 +187,7 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 			return nil, fmt.Errorf("sender: MW_RESPONSE_RULES: %w", err)
 		}
 	}
-	marks := newBatcher(256, func(ctx context.Context, ms []mark) ([]struct{}, error) {
+	marks := batch.New(256, func(ctx context.Context, ms []mark) ([]struct{}, error) {
 		_, err := rt.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, m := range ms {
 				p.Set(ctx, m.key, m.attempt, m.ttl)
@@ -196,8 +197,8 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 		return make([]struct{}, len(ms)), err
 	})
 	return &sender{
-		allow: newBatcher(256, limiter.AllowBatch),
-		redeems: newBatcher(256, func(ctx context.Context, rs []ratelimit.Redemption) ([]struct{}, error) {
+		allow: batch.New(256, limiter.AllowBatch),
+		redeems: batch.New(256, func(ctx context.Context, rs []ratelimit.Redemption) ([]struct{}, error) {
 			return make([]struct{}, len(rs)), limiter.RedeemBatch(ctx, rs)
 		}),
 		marks:       marks,
@@ -438,7 +439,7 @@ func (s *sender) markDelivered(ctx context.Context, d *mailwavev1.DispatchMessag
 	if exp := d.GetExpiresAt(); exp != nil {
 		ttl = max(ttl, ttl+exp.AsTime().Sub(now))
 	}
-	if _, err := s.marks.do(ctx, mark{key: deliveredKey(d.GetMessageId()), attempt: max(d.GetAttempt(), 1), ttl: ttl}); err != nil {
+	if _, err := s.marks.Do(ctx, mark{key: deliveredKey(d.GetMessageId()), attempt: max(d.GetAttempt(), 1), ttl: ttl}); err != nil {
 		s.log.Warn("delivered marker not stored", "message_id", d.GetMessageId(), "err", err)
 	}
 }
@@ -567,7 +568,7 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 	// parked instead of asking at every free slot. The slot stays its own
 	// until a connection is in hand: a message that finds none free waits
 	// for one without paying again.
-	res, err := s.allow.do(ctx, ratelimit.Request{Key: "msg:" + budget, N: 1, Windows: lim.MessageWindows(),
+	res, err := s.allow.Do(ctx, ratelimit.Request{Key: "msg:" + budget, N: 1, Windows: lim.MessageWindows(),
 		Reservation: d.GetMessageId(), Horizon: s.cfg.reserveHorizon()})
 	if err != nil {
 		s.log.Warn("rate limit unavailable", "err", err)
@@ -587,7 +588,7 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 		if redeemed {
 			return nil
 		}
-		if _, err := s.redeems.do(ctx, ratelimit.Redemption{Key: "msg:" + budget, ID: d.GetMessageId()}); err != nil {
+		if _, err := s.redeems.Do(ctx, ratelimit.Redemption{Key: "msg:" + budget, ID: d.GetMessageId()}); err != nil {
 			s.log.Warn("rate reservation not redeemed", "err", err)
 			return &shapedError{after: time.Second, limit: limitUnavailable}
 		}
