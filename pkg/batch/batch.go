@@ -20,6 +20,11 @@ type Batcher[Req, Res any] struct {
 	in  chan item[Req, Res]
 	run func(ctx context.Context, reqs []Req) ([]Res, error)
 	max int
+	// Linger, when set, is how long a batch waits for more calls after
+	// its first before it runs, unless it fills first: for work where a
+	// few milliseconds more do not matter and calls arrive one by one
+	// (counting events), so that a steady trickle still goes in batches.
+	Linger time.Duration
 }
 
 type item[Req, Res any] struct {
@@ -72,14 +77,34 @@ func (b *Batcher[Req, Res]) Run(ctx context.Context, timeout time.Duration) {
 		case it := <-b.in:
 			items = append(items, it)
 		}
+		var linger <-chan time.Time
+		var timer *time.Timer
+		if b.Linger > 0 {
+			timer = time.NewTimer(b.Linger)
+			linger = timer.C
+		}
 	drain:
 		for len(items) < b.max {
+			if linger == nil {
+				select {
+				case it := <-b.in:
+					items = append(items, it)
+				default:
+					break drain
+				}
+				continue
+			}
 			select {
 			case it := <-b.in:
 				items = append(items, it)
-			default:
+			case <-linger:
+				break drain
+			case <-ctx.Done():
 				break drain
 			}
+		}
+		if timer != nil {
+			timer.Stop()
 		}
 		for _, it := range items {
 			reqs = append(reqs, it.req)

@@ -117,3 +117,32 @@ func TestEachBatchHasADeadline(t *testing.T) {
 		t.Fatalf("err %v, want the batch's deadline", err)
 	}
 }
+
+// With a linger, calls that arrive one by one still go together.
+func TestLingerGathersATrickle(t *testing.T) {
+	ctx := t.Context()
+	var mu sync.Mutex
+	var sizes []int
+	b := batch.New(64, func(ctx context.Context, reqs []int) ([]int, error) {
+		mu.Lock()
+		sizes = append(sizes, len(reqs))
+		mu.Unlock()
+		return reqs, nil
+	})
+	b.Linger = time.Hour // only a full batch runs
+	go b.Run(ctx, time.Minute)
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() {
+			if v, err := b.Do(ctx, i); err != nil || v != i {
+				t.Errorf("call %d: %d %v", i, v, err)
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sizes) != 1 || sizes[0] != 64 {
+		t.Errorf("batches %v, want one of 64", sizes)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/mailwave/mailwave/pkg/batch"
 	"github.com/mailwave/mailwave/pkg/config"
 	"github.com/mailwave/mailwave/pkg/events"
 	"github.com/mailwave/mailwave/pkg/service"
@@ -59,7 +60,7 @@ type Config struct {
 	DNSBLInterval time.Duration `env:"MW_DNSBL_INTERVAL" default:"10m" usage:"how often sending IPs and domains are checked against blocklists"`
 	AuditInterval time.Duration `env:"MW_AUDIT_INTERVAL" default:"6h" usage:"how often every sending domain is audited"`
 	ListingPause  time.Duration `env:"MW_LISTING_PAUSE" default:"24h" usage:"how long a blocklist listing pauses an IP or domain before it is checked again"`
-	Workers       int           `env:"MW_MONITOR_WORKERS" default:"4" usage:"events counted at once"`
+	Workers       int           `env:"MW_MONITOR_WORKERS" default:"64" usage:"events counted at once (they go to Redis together)"`
 }
 
 func (c *Config) withDefaults() {
@@ -74,7 +75,7 @@ func (c *Config) withDefaults() {
 	def(&c.AuditInterval, 6*time.Hour)
 	def(&c.ListingPause, 24*time.Hour)
 	if c.Workers == 0 {
-		c.Workers = 4
+		c.Workers = 64
 	}
 }
 
@@ -140,11 +141,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 
 // monitor is one replica of the service.
 type monitor struct {
-	cfg     Config
-	policy  *Policy
-	rt      *service.Runtime
-	log     *slog.Logger
-	store   *Store
+	cfg    Config
+	policy *Policy
+	rt     *service.Runtime
+	log    *slog.Logger
+	store  *Store
+	// records counts the events of concurrent handlers in one call.
+	records *batch.Batcher[Entry, bool]
 	decider *Decider
 	dnsbl   *DNSBL
 	audits  jetstream.KeyValue
@@ -170,9 +173,11 @@ func newMonitor(ctx context.Context, cfg Config, pol *Policy, rt *service.Runtim
 	if err != nil {
 		return nil, fmt.Errorf("reputation: audits bucket: %w", err)
 	}
+	store := &Store{Redis: rt.Redis}
 	m := &monitor{
 		cfg: cfg, policy: pol, rt: rt, log: log, audits: audits,
-		store:   &Store{Redis: rt.Redis},
+		store:   store,
+		records: batch.New(cfg.Workers, store.RecordBatch),
 		decider: NewDecider(kv, rt.Pub, pol, log, rt.Metrics),
 		dnsbl:   &DNSBL{Server: cfg.DNSServer},
 		dirty:   map[Scope]struct{}{},
@@ -201,12 +206,20 @@ func (m *monitor) run(ctx context.Context) error {
 	for _, l := range loops {
 		wg.Go(func() { l(ctx) })
 	}
+	// The batches outlive ctx until the consumer has drained, since its
+	// in-flight handlers wait on them.
+	batchCtx, stopBatches := context.WithCancel(context.WithoutCancel(ctx))
+	// Events trickle in as mail is delivered: a few milliseconds of
+	// linger let a busy stream go to Redis in batches all the same.
+	m.records.Linger = 5 * time.Millisecond
+	go m.records.Run(batchCtx, 5*time.Second)
 	c := &events.Consumer[*mailwavev1.DeliveryEvent]{
 		JS: m.rt.JS, Stream: mailwavev1.StreamEvents, Name: mailwavev1.ConsumerReputationMonitor,
 		New: func() *mailwavev1.DeliveryEvent { return &mailwavev1.DeliveryEvent{} }, Handle: m.handle,
 		Workers: m.cfg.Workers, Logger: m.log, OnDead: m.rt.OnDead(mailwavev1.StreamEvents),
 	}
 	err := c.Run(ctx)
+	stopBatches()
 	wg.Wait()
 	return err
 }
@@ -228,7 +241,8 @@ func (m *monitor) handle(ctx context.Context, msg *events.Msg[*mailwavev1.Delive
 		id = fmt.Sprintf("seq-%d", msg.Sequence)
 	}
 	scopes := ScopesOf(ev)
-	added, err := m.store.Record(ctx, id, scopes, counts, at)
+	// Concurrent events go to Redis together, in one script call.
+	added, err := m.records.Do(ctx, Entry{EventID: id, Scopes: scopes, Counts: counts, At: at})
 	if err != nil {
 		return err
 	}

@@ -195,73 +195,154 @@ func (s *Store) bucketKey(sc Scope, unit string, n int64) string {
 	return s.prefix() + "c:" + sc.Key() + ":" + unit + ":" + strconv.FormatInt(n, 10)
 }
 
-// recordScript counts an event once: it remembers the event id (when
-// given), adds the counts to the minute and hour hash of every scope and
-// notes each scope as seen at now.
+// recordScript counts a batch of events, each once: it remembers each
+// event id (when asked), adds the counts of the events not seen before to
+// the minute and hour hash of every scope, summed per hash and counter so
+// a busy batch costs one HINCRBY per hash and counter rather than per
+// event, and notes each scope as seen at its latest event.
 //
-// KEYS: seen key, scopes set, then a minute and an hour key per scope.
-// ARGV: seen TTL (0: no de-duplication), minute TTL, hour TTL, number of
-// counters, now (score), number of scopes, counter/value pairs, scope
-// members.
+// KEYS: the scopes set, one seen key per event, then the bucket hashes.
+// ARGV: seen TTL, minute TTL, hour TTL, number of events, then per event:
+// de-duplicate (1 or 0), instant (unix seconds), number of counters,
+// number of scopes, counter/value pairs, and per scope the index in KEYS
+// of its minute hash and of its hour hash, and its member.
+// Returns one 1 (counted) or 0 (seen before) per event.
 var recordScript = redis.NewScript(`
-local seenTTL = tonumber(ARGV[1])
-if seenTTL > 0 then
-  if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', seenTTL) then return 0 end
-end
-local mttl, httl, nc = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local score, ns = ARGV[5], tonumber(ARGV[6])
-for i = 0, ns - 1 do
-  local mk, hk = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
-  for j = 0, nc - 1 do
-    local f, c = ARGV[7 + 2 * j], ARGV[8 + 2 * j]
-    redis.call('HINCRBY', mk, f, c)
-    redis.call('HINCRBY', hk, f, c)
+local seenTTL, mttl, httl, ne = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local a = 5
+local added, sums, ttls, order, members = {}, {}, {}, {}, {}
+local latest = 0
+for i = 1, ne do
+  local dedup, score, nc, ns = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local c0, s0 = a + 4, a + 4 + 2 * nc
+  a = s0 + 3 * ns
+  local fresh = true
+  if dedup == '1' and seenTTL > 0 then
+    fresh = redis.call('SET', KEYS[1 + i], '1', 'NX', 'EX', seenTTL)
   end
-  redis.call('EXPIRE', mk, mttl)
-  redis.call('EXPIRE', hk, httl)
-  redis.call('ZADD', KEYS[2], 'GT', score, ARGV[7 + 2 * nc + i])
+  if fresh then
+    added[i] = 1
+    if score > latest then latest = score end
+    for j = 0, ns - 1 do
+      local mk, hk, member = KEYS[tonumber(ARGV[s0 + 3 * j])], KEYS[tonumber(ARGV[s0 + 3 * j + 1])], ARGV[s0 + 3 * j + 2]
+      for _, k in ipairs({mk, hk}) do
+        if not sums[k] then
+          sums[k] = {}
+          order[#order + 1] = k
+          ttls[k] = (k == mk) and mttl or httl
+        end
+        for q = 0, nc - 1 do
+          local f = ARGV[c0 + 2 * q]
+          sums[k][f] = (sums[k][f] or 0) + tonumber(ARGV[c0 + 2 * q + 1])
+        end
+      end
+      if (members[member] or 0) < score then members[member] = score end
+    end
+  else
+    added[i] = 0
+  end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(score) - 691200)
-return 1
+for _, k in ipairs(order) do
+  for f, n in pairs(sums[k]) do
+    redis.call('HINCRBY', k, f, n)
+  end
+  redis.call('EXPIRE', k, ttls[k])
+end
+for member, score in pairs(members) do
+  redis.call('ZADD', KEYS[1], 'GT', score, member)
+end
+if latest > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', latest - 691200)
+end
+return added
 `)
+
+// Entry is one event to count: its counts in every scope at instant At.
+// An EventID, when not empty, makes counting idempotent: the same id
+// counts once.
+type Entry struct {
+	EventID string
+	Scopes  []Scope
+	Counts  map[string]int64
+	At      time.Time
+}
 
 // Record adds counts to every scope at instant now, atomically. eventID,
 // when not empty, makes the call idempotent: the same id counts once. It
 // reports whether the counts were added.
 func (s *Store) Record(ctx context.Context, eventID string, scopes []Scope, counts map[string]int64, now time.Time) (bool, error) {
-	if len(scopes) == 0 || len(counts) == 0 {
-		return false, nil
+	added, err := s.RecordBatch(ctx, []Entry{{EventID: eventID, Scopes: scopes, Counts: counts, At: now}})
+	if err != nil {
+		return false, err
 	}
+	return added[0], nil
+}
+
+// RecordBatch counts many events in one atomic script call, and reports
+// for each whether it was counted (false: seen before, or nothing to
+// count).
+func (s *Store) RecordBatch(ctx context.Context, entries []Entry) ([]bool, error) {
+	out := make([]bool, len(entries))
 	seenTTL := s.SeenTTL
 	if seenTTL <= 0 {
 		seenTTL = 2 * time.Hour
 	}
-	if eventID == "" {
-		seenTTL = 0
+	keys := make([]string, 1, 1+len(entries)+2*len(entries))
+	keys[0] = s.scopesKey()
+	var counted []int // the entries the script sees, by position in out
+	for i, e := range entries {
+		if len(e.Scopes) == 0 || len(e.Counts) == 0 {
+			continue
+		}
+		counted = append(counted, i)
+		keys = append(keys, s.prefix()+"seen:"+e.EventID)
 	}
-	minute, hour := now.Unix()/60, now.Unix()/3600
-	keys := []string{s.prefix() + "seen:" + eventID, s.scopesKey()}
-	for _, sc := range scopes {
-		keys = append(keys, s.bucketKey(sc, "m", minute), s.bucketKey(sc, "h", hour))
+	if len(counted) == 0 {
+		return out, nil
 	}
-	names := make([]string, 0, len(counts))
-	for n := range counts {
-		names = append(names, n)
+	index := map[string]int{} // bucket key → its position in KEYS, from 1
+	bucket := func(k string) int {
+		if n, ok := index[k]; ok {
+			return n
+		}
+		keys = append(keys, k)
+		index[k] = len(keys)
+		return len(keys)
 	}
-	sort.Strings(names)
 	args := []any{int64(seenTTL / time.Second), int64((time.Hour + 5*time.Minute) / time.Second),
-		int64((7*24*time.Hour + 2*time.Hour) / time.Second), len(names), now.Unix(), len(scopes)}
-	for _, n := range names {
-		args = append(args, n, counts[n])
+		int64((7*24*time.Hour + 2*time.Hour) / time.Second), len(counted)}
+	names := make([]string, 0, len(CounterNames))
+	for _, i := range counted {
+		e := entries[i]
+		dedup := 0
+		if e.EventID != "" {
+			dedup = 1
+		}
+		names = names[:0]
+		for n := range e.Counts {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		args = append(args, dedup, e.At.Unix(), len(names), len(e.Scopes))
+		for _, n := range names {
+			args = append(args, n, e.Counts[n])
+		}
+		minute, hour := e.At.Unix()/60, e.At.Unix()/3600
+		for _, sc := range e.Scopes {
+			args = append(args, bucket(s.bucketKey(sc, "m", minute)), bucket(s.bucketKey(sc, "h", hour)), sc.member())
+		}
 	}
-	for _, sc := range scopes {
-		args = append(args, sc.member())
-	}
-	n, err := recordScript.Run(ctx, s.Redis, keys, args...).Int()
+	res, err := recordScript.Run(ctx, s.Redis, keys, args...).Int64Slice()
 	if err != nil {
-		return false, fmt.Errorf("%w: record: %w", ErrStore, err)
+		return nil, fmt.Errorf("%w: record: %w", ErrStore, err)
 	}
-	return n == 1, nil
+	if len(res) != len(counted) {
+		return nil, fmt.Errorf("%w: record: %d answers for %d events", ErrStore, len(res), len(counted))
+	}
+	for k, i := range counted {
+		out[i] = res[k] == 1
+	}
+	return out, nil
 }
 
 // Read returns the counts of scope in every window ending at now.

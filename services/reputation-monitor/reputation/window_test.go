@@ -1,6 +1,7 @@
 package reputation_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -61,6 +62,85 @@ func TestWindowsSlide(t *testing.T) {
 	if err != nil || len(scopes) != 1 || scopes[0] != sc {
 		t.Fatalf("scopes %v %v", scopes, err)
 	}
+}
+
+// A batch counts what the same events counted one by one would: each
+// event id once (also twice in one batch), events without an id every
+// time, each in the windows of its own instant, and no counts for an
+// event with nothing to count.
+func TestRecordBatchCountsAsOneByOne(t *testing.T) {
+	rdb, _ := testenv.Redis(t)
+	ctx := testenv.Context(t)
+	one := &reputation.Store{Redis: rdb, Prefix: "one:"}
+	many := &reputation.Store{Redis: rdb, Prefix: "many:"}
+	ip := reputation.Scope{Kind: mailwavev1.ScopeKind_SCOPE_KIND_SOURCE_IP, Value: "127_0_0_3", Provider: "google"}
+	tenant := reputation.Scope{Kind: mailwavev1.ScopeKind_SCOPE_KIND_TENANT, Value: "acme", Provider: "_"}
+	entries := []reputation.Entry{
+		{EventID: "a", Scopes: []reputation.Scope{ip, tenant}, Counts: map[string]int64{reputation.Delivered: 1}, At: t0},
+		{EventID: "b", Scopes: []reputation.Scope{ip}, Counts: map[string]int64{reputation.Deferred: 1, reputation.Blocked: 1}, At: t0.Add(-10 * time.Minute)},
+		{EventID: "a", Scopes: []reputation.Scope{ip, tenant}, Counts: map[string]int64{reputation.Delivered: 1}, At: t0},
+		{EventID: "", Scopes: []reputation.Scope{tenant}, Counts: map[string]int64{reputation.Complained: 1}, At: t0.Add(-2 * time.Hour)},
+		{EventID: "", Scopes: []reputation.Scope{tenant}, Counts: map[string]int64{reputation.Complained: 1}, At: t0.Add(-2 * time.Hour)},
+		{EventID: "c", Scopes: []reputation.Scope{ip}, Counts: nil, At: t0},
+		{EventID: "d", Scopes: []reputation.Scope{ip, tenant}, Counts: map[string]int64{reputation.Delivered: 3}, At: t0.Add(-3 * 24 * time.Hour)},
+	}
+	want := []bool{true, true, false, true, true, false, true}
+	for i, e := range entries {
+		added, err := one.Record(ctx, e.EventID, e.Scopes, e.Counts, e.At)
+		if err != nil || added != want[i] {
+			t.Fatalf("one by one, entry %d: added %v err %v, want %v", i, added, err, want[i])
+		}
+	}
+	got, err := many.RecordBatch(ctx, entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("batch, entry %d: added %v, want %v", i, got[i], want[i])
+		}
+	}
+	// The batch again counts nothing but the events without an id.
+	again, err := many.RecordBatch(ctx, entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(again) != fmt.Sprint([]bool{false, false, false, true, true, false, false}) {
+		t.Errorf("batch again: %v", again)
+	}
+	if _, err := one.RecordBatch(ctx, entries[3:5]); err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range []reputation.Scope{ip, tenant} {
+		a, err := one.Read(ctx, sc, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := many.Read(ctx, sc, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Errorf("%s: one by one %v, batch %v", sc, a, b)
+		}
+	}
+	if c := a7d(t, many, tenant); c[reputation.Delivered] != 4 || c[reputation.Complained] != 4 {
+		t.Errorf("tenant 7d: %v", c)
+	}
+	sa, _ := one.Scopes(ctx, t0.Add(-time.Hour), 10)
+	sb, _ := many.Scopes(ctx, t0.Add(-time.Hour), 10)
+	if len(sa) != 2 || fmt.Sprint(sa) != fmt.Sprint(sb) {
+		t.Errorf("scopes one by one %v, batch %v", sa, sb)
+	}
+}
+
+func a7d(t *testing.T, st *reputation.Store, sc reputation.Scope) reputation.Counts {
+	t.Helper()
+	w, err := st.Read(testenv.Context(t), sc, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w["7d"]
 }
 
 func TestScopesAndCountsOfEvent(t *testing.T) {
