@@ -31,6 +31,9 @@ type Config struct {
 	ReplyRelay string `env:"MW_REPLY_RELAY" flag:"reply-relay" usage:"host:port of the relay replies are forwarded through (empty: replies are kept, not forwarded)"`
 	// Workers handle inbound messages at once.
 	Workers int `env:"MW_INBOUND_WORKERS" default:"4" usage:"inbound messages handled at once"`
+	// EventWorkers handle delivery events at once; their counter resets
+	// go to Redis together.
+	EventWorkers int `env:"MW_EVENT_WORKERS" default:"64" usage:"delivery events handled at once (their counter resets go to Redis together)"`
 
 	// OnSMTPListen, when set, receives the receiver's address once it
 	// listens (tests and the development stack listen on port 0).
@@ -79,6 +82,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Workers < 1 {
 		return config.Errorf("MW_INBOUND_WORKERS", "must be at least 1")
+	}
+	if c.EventWorkers < 0 {
+		return config.Errorf("MW_EVENT_WORKERS", "must not be negative")
+	}
+	if c.EventWorkers == 0 {
+		c.EventWorkers = 64
 	}
 	return nil
 }

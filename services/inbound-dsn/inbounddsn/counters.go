@@ -62,10 +62,16 @@ func (c *counters) add(ctx context.Context, key, member string, now time.Time, w
 	return card.Val(), nil
 }
 
-// reset forgets a recipient's soft bounces.
-func (c *counters) reset(ctx context.Context, key string) error {
-	if err := c.rdb.Del(ctx, key).Err(); err != nil {
-		return fmt.Errorf("inbounddsn: reset counter: %w", err)
+// reset forgets the soft bounces of many recipients in one round trip.
+func (c *counters) reset(ctx context.Context, keys []string) ([]struct{}, error) {
+	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			p.Del(ctx, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("inbounddsn: reset counters: %w", err)
 	}
-	return nil
+	return make([]struct{}, len(keys)), nil
 }

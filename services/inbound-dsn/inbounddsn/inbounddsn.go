@@ -42,6 +42,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/mailwave/mailwave/pkg/batch"
 	"github.com/mailwave/mailwave/pkg/dsn"
 	"github.com/mailwave/mailwave/pkg/events"
 	"github.com/mailwave/mailwave/pkg/inbound"
@@ -106,7 +107,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 			JS: rt.JS, Stream: mailwavev1.StreamEvents, Name: mailwavev1.ConsumerInboundDSNEvents,
 			New:     func() *mailwavev1.DeliveryEvent { return &mailwavev1.DeliveryEvent{} },
 			Handle:  s.handleEvent,
-			Workers: cfg.Workers,
+			Workers: cfg.EventWorkers,
 			Logger:  log,
 			OnDead:  rt.OnDead(mailwavev1.StreamEvents),
 		}
@@ -125,8 +126,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 					return nil
 				}
 			}
+			// The resets outlive ctx until the events consumer has
+			// drained, since its in-flight handlers wait on them.
+			resetCtx, stopResets := context.WithCancel(context.WithoutCancel(ctx))
+			defer stopResets()
+			go s.resets.Run(resetCtx, 5*time.Second)
 			g.Go(consume(in.Run))
-			g.Go(consume(delivered.Run))
+			g.Go(func() error {
+				err := consume(delivered.Run)()
+				stopResets()
+				return err
+			})
 			return g.Wait()
 		}
 		return nil, loop, nil
@@ -143,7 +153,10 @@ type svc struct {
 	messages jetstream.KeyValue
 	supp     jetstream.KeyValue
 	counts   *counters
-	now      func() time.Time
+	// resets deletes the soft counters of concurrently delivered
+	// recipients in one round trip.
+	resets *batch.Batcher[string, struct{}]
+	now    func() time.Time
 
 	received     *prometheus.CounterVec
 	refused      *prometheus.CounterVec
@@ -167,6 +180,10 @@ func newService(ctx context.Context, cfg Config, rt *service.Runtime, signer *ve
 	}
 	s := &svc{cfg: cfg, th: cfg.thresholds, signer: signer, rt: rt, log: log, messages: messages, supp: supp,
 		counts: &counters{rdb: rt.Redis}, now: time.Now, hostname: cfg.SMTPHostname}
+	s.resets = batch.New(max(cfg.EventWorkers, 1), s.counts.reset)
+	// Deliveries trickle in: a few milliseconds of linger let a busy
+	// stream reset its counters in batches all the same.
+	s.resets.Linger = 5 * time.Millisecond
 	if s.hostname == "" {
 		s.hostname = cfg.BounceDomains[0]
 	}
@@ -479,7 +496,8 @@ func (s *svc) handleEvent(ctx context.Context, msg *events.Msg[*mailwavev1.Deliv
 	if ev.GetKind() != mailwavev1.EventKind_EVENT_KIND_DELIVERED || ev.GetRecipient() == "" {
 		return nil
 	}
-	return s.counts.reset(ctx, CounterKey("soft", ev.GetTenant(), ev.GetBrand(), ev.GetRecipient()))
+	_, err := s.resets.Do(ctx, CounterKey("soft", ev.GetTenant(), ev.GetBrand(), ev.GetRecipient()))
+	return err
 }
 
 // relay hands a message from the null reverse path to the smarthost
