@@ -45,7 +45,7 @@ func BenchmarkAudienceExpansion(b *testing.B) {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	sup := newSuppressions(nil, log)
+	sup := newSuppressions(nil, nil, log)
 	req := &mailwavev1.SendRequest{IdempotencyKey: "bench", Tenant: "acme", Brand: "shop", CommunicationType: "weekly",
 		Audience: &mailwavev1.AudienceRef{Object: "million.ndjson", Format: mailwavev1.AudienceFormat_AUDIENCE_FORMAT_NDJSON}}
 	scopes := []mailwavev1.SuppressionScope{mailwavev1.SuppressionScope_SUPPRESSION_SCOPE_GLOBAL,

@@ -138,6 +138,10 @@ func newPlanner(ctx context.Context, cfg Config, rt *service.Runtime, log *slog.
 	if err != nil {
 		return nil, fmt.Errorf("planner: suppressions bucket: %w", err)
 	}
+	supStream, err := rt.JS.Stream(ctx, "KV_"+mailwavev1.BucketSuppressions)
+	if err != nil {
+		return nil, fmt.Errorf("planner: suppressions bucket: %w", err)
+	}
 	audits, err := rt.JS.KeyValue(ctx, mailwavev1.BucketAudits)
 	if err != nil {
 		return nil, fmt.Errorf("planner: audits bucket: %w", err)
@@ -148,7 +152,7 @@ func newPlanner(ctx context.Context, cfg Config, rt *service.Runtime, log *slog.
 	}
 	p := &planner{
 		cfg: cfg, rt: rt, log: log, signer: signer, unsub: unsub, tenancy: model,
-		suppress: newSuppressions(supKV, log),
+		suppress: newSuppressions(supKV, supStream, log),
 		audits:   audits,
 		provs:    provs,
 		ramp:     warmup.NewRamp(rt.Redis, "mw:", &warmup.PolicySignals{KV: policy}),

@@ -187,7 +187,7 @@ func writeFile(t *testing.T, content string) string {
 // The mirror builds its lookup keys itself, for speed: they must be the
 // contract's keys.
 func TestSuppressionLookupUsesTheContractsKeys(t *testing.T) {
-	s := newSuppressions(nil, nil)
+	s := newSuppressions(nil, nil, nil)
 	req := &mailwavev1.SendRequest{Tenant: "ac.me", Brand: "shop", CommunicationType: "weekly digest"}
 	for _, tc := range []struct {
 		scope  mailwavev1.SuppressionScope

@@ -2,6 +2,7 @@ package planner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mailwave/mailwave/pkg/batch"
 	mailwavev1 "github.com/mailwave/mailwave/proto/mailwave/v1"
 )
 
@@ -24,6 +26,9 @@ import (
 type suppressions struct {
 	kv  jetstream.KeyValue
 	log *slog.Logger
+	// last reads the bucket's last sequence, once for every request that
+	// asked while the previous read was out.
+	last *batch.Fresh[uint64]
 
 	mu      sync.RWMutex
 	byKey   map[string]suppression
@@ -41,8 +46,21 @@ type suppression struct {
 	scope  mailwavev1.SuppressionScope
 }
 
-func newSuppressions(kv jetstream.KeyValue, log *slog.Logger) *suppressions {
+// newSuppressions mirrors the bucket kv, whose stream is st.
+func newSuppressions(kv jetstream.KeyValue, st jetstream.Stream, log *slog.Logger) *suppressions {
 	return &suppressions{kv: kv, log: log, byKey: map[string]suppression{}, changed: make(chan struct{}), reasons: map[string]string{},
+		last: batch.NewFresh(syncLimit, func(ctx context.Context) (uint64, error) {
+			// The last message of the bucket, by direct get: far cheaper
+			// than the stream's info, which is what KeyValue.Status reads.
+			m, err := st.GetLastMsgForSubject(ctx, "$KV."+mailwavev1.BucketSuppressions+".>")
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				return 0, nil
+			}
+			if err != nil {
+				return 0, err
+			}
+			return m.Sequence, nil
+		}),
 		size: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mailwave_planner_suppressions",
 			Help: "Suppressions mirrored in memory from the suppressions bucket.",
@@ -123,13 +141,9 @@ func scopeOf(key string) mailwavev1.SuppressionScope {
 // sync waits until the mirror holds everything the bucket held when sync
 // was called. Errors are the bucket's, and temporary.
 func (s *suppressions) sync(ctx context.Context) error {
-	st, err := s.kv.Status(ctx)
+	last, err := s.last.Get(ctx)
 	if err != nil {
 		return fmt.Errorf("planner: suppressions status: %w", err)
-	}
-	var last uint64
-	if js, ok := st.(*jetstream.KeyValueBucketStatus); ok {
-		last = js.StreamInfo().State.LastSeq
 	}
 	// Until the first pass of the watch is in, nothing is planned, however
 	// long a bucket of millions takes. After it, the watch delivers within
