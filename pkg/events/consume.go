@@ -143,6 +143,12 @@ func (c *Consumer[T]) Run(ctx context.Context) error {
 	close(stopped)
 	close(work)
 	wg.Wait()
+	// The last acks leave before the caller closes the connection.
+	if nc := c.JS.Conn(); nc != nil && !nc.IsClosed() {
+		if err := nc.FlushTimeout(5 * time.Second); err != nil {
+			log.Warn("acks not flushed", "consumer", c.Name, "err", err)
+		}
+	}
 	return runErr
 }
 
@@ -169,7 +175,13 @@ func (c *Consumer[T]) process(ctx context.Context, log *slog.Logger, raw jetstre
 	var retry *RetryError
 	switch {
 	case err == nil:
-		if err := raw.DoubleAck(ctx); err != nil {
+		// A plain ack, not a double one: waiting for the server's
+		// confirmation cost every message a round trip and a reply, in
+		// every service. An ack that is lost (a connection cut at that
+		// instant) only brings the message back after AckWait, and every
+		// handler is safe to run twice; Run flushes the acks before it
+		// returns.
+		if err := raw.Ack(); err != nil {
 			log.Warn("ack failed", "consumer", c.Name, "subject", raw.Subject(), "err", err)
 		}
 	case errors.Is(err, ErrMalformed):
