@@ -134,6 +134,9 @@ type Result struct {
 	// same Reservation) is allowed from then on without being charged
 	// again. See Request.Reservation.
 	Reserved bool
+	// Held reports that the request was allowed by a reservation made
+	// earlier, without a charge: Redeem it once the slot is used.
+	Held bool
 }
 
 // Request is one entry of AllowBatch.
@@ -152,6 +155,11 @@ type Request struct {
 	// A slot beyond Horizon is refused and charges nothing.
 	Reservation string
 	Horizon     time.Duration
+	// Lazy, with a Reservation, records nothing for a request allowed at
+	// once: the caller that uses its slot straight away has nothing to
+	// redeem, and one that cannot (no connection free) keeps the slot it
+	// paid for with Hold. A slot ahead is reserved as without Lazy.
+	Lazy bool
 }
 
 // Allow charges n requests to key against every window, all or nothing, in
@@ -189,6 +197,42 @@ func (l *Limiter) RedeemBatch(ctx context.Context, rs []Redemption) error {
 	}
 	return nil
 }
+
+// Hold records that the request id on key holds a slot it was charged
+// for now (a Lazy request allowed at once that could not use it): the
+// same request is then allowed without a charge until Redeem, as a
+// reservation is. The record lasts at least horizon.
+func (l *Limiter) Hold(ctx context.Context, key, id string, horizon time.Duration) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if id == "" || horizon <= 0 {
+		return fmt.Errorf("%w: a hold needs an id and a positive horizon", ErrInvalidWindow)
+	}
+	if err := holdScript.Run(ctx, l.rdb, []string{l.prefix + "rl:" + key}, l.nowArg(), id, horizon.Microseconds()).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("ratelimit: hold %s: %w", key, err)
+	}
+	return nil
+}
+
+// holdScript records a held slot at now (ARGV[1] in µs, or "" for Redis
+// TIME) for request ARGV[2], and keeps the hash at least ARGV[3] µs.
+var holdScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+local injected = now ~= nil
+if not injected then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+redis.call('HSET', KEYS[1], 'r:' .. ARGV[2], string.format('%.0f', now))
+if not injected then
+  local ms = math.ceil(tonumber(ARGV[3]) / 1000)
+  if redis.call('PTTL', KEYS[1]) < ms then
+    redis.call('PEXPIRE', KEYS[1], ms)
+  end
+end
+return 1
+`)
 
 // Do is Allow for one Request, which may ask for a reservation. Errors are
 // those of Allow.
@@ -311,8 +355,12 @@ func (l *Limiter) gcraArgs(r Request) ([]string, []any, error) {
 	if r.Reservation != "" && r.Horizon <= 0 {
 		return nil, nil, fmt.Errorf("%w: a reservation needs a positive horizon, got %s", ErrInvalidWindow, r.Horizon)
 	}
-	args := make([]any, 4, 4+3*len(windows))
-	args[0], args[1], args[2], args[3] = l.nowArg(), n, r.Reservation, r.Horizon.Microseconds()
+	args := make([]any, 5, 5+3*len(windows))
+	lazy := 0
+	if r.Lazy {
+		lazy = 1
+	}
+	args[0], args[1], args[2], args[3], args[4] = l.nowArg(), n, r.Reservation, r.Horizon.Microseconds(), lazy
 	for i, w := range windows {
 		t, err := w.interval()
 		if err != nil {
@@ -339,6 +387,8 @@ func gcraResult(v any) (Result, error) {
 	switch r[0] {
 	case 1:
 		return Result{Allowed: true, Window: -1}, nil
+	case 3:
+		return Result{Allowed: true, Held: true, Window: -1}, nil
 	case 2:
 		return Result{Reserved: true, RetryAfter: time.Duration(r[1]) * time.Microsecond, Window: int(r[2]) - 1}, nil
 	}
@@ -369,14 +419,16 @@ func ints(v any, n int) ([]int64, error) {
 //	ARGV[2]    the cost n
 //	ARGV[3]    a reservation id, or ""
 //	ARGV[4]    the reservation horizon in µs
-//	ARGV[3i+2] window i's field (its period)
-//	ARGV[3i+3] window i's emission interval T in µs
-//	ARGV[3i+4] window i's burst
+//	ARGV[5]    1: lazy (no reservation is recorded for a slot that is now)
+//	ARGV[3i+3] window i's field (its period)
+//	ARGV[3i+4] window i's emission interval T in µs
+//	ARGV[3i+5] window i's burst
 //
-// It returns {1, 0, 0} when allowed, {2, wait µs, i} when a reservation
-// was made or is still ahead, else {0, wait µs, i} for the window i with
-// the longest wait. A reservation whose slot has come is allowed without
-// a charge, until Redeem deletes it: it was charged when it was made.
+// It returns {1, 0, 0} when allowed, {3, 0, 0} when allowed by a held
+// reservation, {2, wait µs, i} when a reservation was made or is still
+// ahead, else {0, wait µs, i} for the window i with the longest wait. A
+// reservation whose slot has come is allowed without a charge, until
+// Redeem deletes it: it was charged when it was made.
 // Reservations live in the same hash as the windows, so a call still
 // touches one key; the hash expires when its latest TAT and every
 // reservation's slot plus the horizon have passed. The hash's expiry is never shortened (another
@@ -399,22 +451,23 @@ if rid ~= '' then
   if slot then
     slot = tonumber(slot)
     if slot <= now then
-      return {1, 0, 0}
+      return {3, 0, 0}
     end
     return {2, slot - now, 0}
   end
 end
-local m = (#ARGV - 4) / 3
+local lazy = ARGV[5] == '1'
+local m = (#ARGV - 5) / 3
 local fields = {}
 for i = 1, m do
-  fields[i] = ARGV[3 * i + 2]
+  fields[i] = ARGV[3 * i + 3]
 end
 local stored = redis.call('HMGET', KEYS[1], unpack(fields))
 local set = {}
 local wait, worst, longest = 0, 0, 0
 for i = 1, m do
-  local iv = tonumber(ARGV[3 * i + 3])
-  local burst = tonumber(ARGV[3 * i + 4])
+  local iv = tonumber(ARGV[3 * i + 4])
+  local burst = tonumber(ARGV[3 * i + 5])
   local tat = now
   if stored[i] then
     tat = math.max(tonumber(stored[i]), now)
@@ -435,7 +488,7 @@ if worst > 0 then
   end
   answer = {2, wait, worst}
 end
-if rid ~= '' then
+if rid ~= '' and not (lazy and worst == 0) then
   set[#set + 1] = 'r:' .. rid
   set[#set + 1] = string.format('%.0f', now + wait)
   -- A held slot outlives an idle key's last TAT by the horizon.

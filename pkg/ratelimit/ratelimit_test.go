@@ -463,3 +463,68 @@ func TestReservations(t *testing.T) {
 		t.Fatalf("a reservation without a horizon: %v", err)
 	}
 }
+
+// TestLazyReservations: a lazy request allowed at once records nothing (it
+// is charged like any other, and asking again charges again), unless the
+// caller holds its slot, which then passes free until redeemed; a lazy
+// request beyond the burst reserves its slot as any other, and is Held
+// when it comes back at it.
+func TestLazyReservations(t *testing.T) {
+	c := newClock()
+	l, rdb := setup(t, c)
+	ctx := testenv.Context(t)
+	w := ratelimit.Window{Limit: 10, Per: time.Second, Burst: 2} // T = 100ms
+	ask := func(id string) ratelimit.Result {
+		t.Helper()
+		r, err := l.Do(ctx, ratelimit.Request{Key: "k", N: 1, Windows: []ratelimit.Window{w}, Reservation: id, Horizon: time.Second, Lazy: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := ask("a"); !r.Allowed || r.Held || r.Reserved {
+		t.Fatalf("a within the burst: %+v", r)
+	}
+	if n, _ := rdb.HLen(ctx, "mw:rl:k").Result(); n != 1 {
+		t.Fatalf("a lazy request allowed at once left %d fields, want only the window's TAT", n)
+	}
+	// b is allowed too, but finds no connection: it holds its slot.
+	if r := ask("b"); !r.Allowed || r.Held {
+		t.Fatalf("b within the burst: %+v", r)
+	}
+	if err := l.Hold(ctx, "k", "b", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The burst is spent: c reserves the next slot.
+	if r := ask("c"); !r.Reserved || r.RetryAfter != 100*time.Millisecond {
+		t.Fatalf("c after the burst: %+v, want reserved in 100ms", r)
+	}
+	// b comes back with a connection: allowed free, and Held.
+	for range 2 {
+		if r := ask("b"); !r.Allowed || !r.Held {
+			t.Fatalf("b holding its slot: %+v", r)
+		}
+	}
+	if err := l.Redeem(ctx, "k", "b"); err != nil {
+		t.Fatal(err)
+	}
+	// Asking again after the redemption is a new request: past c's slot.
+	if r := ask("b"); !r.Reserved || r.RetryAfter != 200*time.Millisecond {
+		t.Fatalf("b after its redemption: %+v, want a new slot in 200ms", r)
+	}
+	c.Add(100 * time.Millisecond)
+	if r := ask("c"); !r.Allowed || !r.Held {
+		t.Fatalf("c at its slot: %+v", r)
+	}
+	// A second ask of a lazy request allowed at once charged twice: a has
+	// no hold.
+	c.Add(time.Second)
+	for i, want := range []bool{true, true, false} {
+		if r := ask("a"); r.Allowed != want || r.Held {
+			t.Fatalf("a, ask %d: %+v, want allowed %v and never held", i, r, want)
+		}
+	}
+	if err := l.Hold(ctx, "k", "", time.Second); !errors.Is(err, ratelimit.ErrInvalidWindow) {
+		t.Fatalf("a hold without an id: %v", err)
+	}
+}

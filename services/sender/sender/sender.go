@@ -567,9 +567,12 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 	// back exactly then (pkg/ratelimit reservations), so a backlog waits
 	// parked instead of asking at every free slot. The slot stays its own
 	// until a connection is in hand: a message that finds none free waits
-	// for one without paying again.
-	res, err := s.allow.Do(ctx, ratelimit.Request{Key: "msg:" + budget, N: 1, Windows: lim.MessageWindows(),
-		Reservation: d.GetMessageId(), Horizon: s.cfg.reserveHorizon()})
+	// for one without paying again. A slot taken at once is recorded only
+	// then (Lazy, then Hold): most messages find a session and cost one
+	// call to Redis.
+	key := "msg:" + budget
+	res, err := s.allow.Do(ctx, ratelimit.Request{Key: key, N: 1, Windows: lim.MessageWindows(),
+		Reservation: d.GetMessageId(), Horizon: s.cfg.reserveHorizon(), Lazy: true})
 	if err != nil {
 		s.log.Warn("rate limit unavailable", "err", err)
 		return outcome{shaped: time.Second, limit: limitUnavailable, provider: provider, sourceIP: src.GetIp()}
@@ -583,17 +586,28 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 		o.provider, o.sourceIP = provider, src.GetIp()
 		return o
 	}
-	redeemed := false
+	used := false
 	redeem := func() error {
-		if redeemed {
+		if used {
 			return nil
 		}
-		if _, err := s.redeems.Do(ctx, ratelimit.Redemption{Key: "msg:" + budget, ID: d.GetMessageId()}); err != nil {
-			s.log.Warn("rate reservation not redeemed", "err", err)
-			return &shapedError{after: time.Second, limit: limitUnavailable}
+		if res.Held {
+			if _, err := s.redeems.Do(ctx, ratelimit.Redemption{Key: key, ID: d.GetMessageId()}); err != nil {
+				s.log.Warn("rate reservation not redeemed", "err", err)
+				return &shapedError{after: time.Second, limit: limitUnavailable}
+			}
 		}
-		redeemed = true
+		used = true
 		return nil
+	}
+	// hold keeps a slot paid for at once when no connection was free.
+	hold := func() {
+		if used || res.Held {
+			return
+		}
+		if err := s.limiter.Hold(ctx, key, d.GetMessageId(), s.cfg.reserveHorizon()); err != nil {
+			s.log.Warn("rate slot not held: the message pays again", "err", err)
+		}
 	}
 	targets := s.targets(src, relay, route, s.requireTLS[normDomain(domain)])
 	last := outcome{
@@ -609,6 +623,7 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 		res, err := s.sessions.send(ctx, t.key, gate, t.dialer, t.serverName, d.GetReturnPath(), d.GetRecipient(), data, redeem)
 		var shaped *shapedError
 		if errors.As(err, &shaped) {
+			hold()
 			return outcome{shaped: shaped.after, limit: shaped.limit, provider: provider, sourceIP: src.GetIp()}
 		}
 		o := classify(s.rules, response.Answer{Provider: provider, SendingDomain: d.GetRouting().GetSendingDomain(),
