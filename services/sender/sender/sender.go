@@ -70,6 +70,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 			keepCtx, stopKeeping := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopKeeping()
 			go s.keeper.Run(keepCtx)
+			// A millisecond of linger before a rate check and two before
+			// a delivered marker (which only holds up the ack) let a busy
+			// sender make one Redis round trip for several messages.
+			s.allow.Linger, s.marks.Linger, s.redeems.Linger = time.Millisecond, 2*time.Millisecond, time.Millisecond
 			go s.allow.Run(keepCtx, 5*time.Second)
 			go s.marks.Run(keepCtx, 5*time.Second)
 			go s.redeems.Run(keepCtx, 5*time.Second)
