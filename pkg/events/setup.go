@@ -148,10 +148,12 @@ func (t Topology) Consumers() map[string]ConsumerSpec {
 		mailwavev1.ConsumerPlannerTransactional: durable(mailwavev1.StreamSend, mailwavev1.ConsumerPlannerTransactional,
 			[]string{mailwavev1.SubjectSendLane(mailwavev1.LaneTransactional)}, time.Minute, 1000),
 		// The planner counts outcomes (campaign progress) and applies
-		// preference updates: delivery events only, not policy changes
-		// or alerts.
+		// preference updates: the delivery events of the other services
+		// only. Not its own (accepted, suppressed, dropped: it counts
+		// them as it stores them, which spares every message a second
+		// delivery), nor policy changes or alerts.
 		mailwavev1.ConsumerPlannerEvents: durable(mailwavev1.StreamEvents, mailwavev1.ConsumerPlannerEvents,
-			deliveryEventSubjects(), time.Minute, 5000),
+			plannerEventSubjects(), time.Minute, 5000),
 		mailwavev1.ConsumerSender: durable(mailwavev1.StreamDispatch, mailwavev1.ConsumerSender,
 			[]string{mailwavev1.SubjectDispatchAll}, 2*time.Minute, 20000),
 		mailwavev1.ConsumerSenderTransactional: durable(mailwavev1.StreamDispatch, mailwavev1.ConsumerSenderTransactional,
@@ -181,10 +183,15 @@ func reputationSubjects() []string {
 	return out
 }
 
-// deliveryEventSubjects are the subjects of every DeliveryEvent kind.
-func deliveryEventSubjects() []string {
+// plannerEventSubjects are the subjects of every DeliveryEvent kind
+// another service than the planner publishes.
+func plannerEventSubjects() []string {
 	var out []string
 	for k := mailwavev1.EventKind_EVENT_KIND_ACCEPTED; k <= mailwavev1.EventKind_EVENT_KIND_UNSUBSCRIBED; k++ {
+		switch k {
+		case mailwavev1.EventKind_EVENT_KIND_ACCEPTED, mailwavev1.EventKind_EVENT_KIND_SUPPRESSED, mailwavev1.EventKind_EVENT_KIND_DROPPED:
+			continue
+		}
 		out = append(out, "mail.event."+mailwavev1.EventKindWord(k)+".>")
 	}
 	return out

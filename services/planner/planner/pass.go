@@ -312,6 +312,13 @@ func (p *planner) planChunk(ctx context.Context, r *request, batch []*item) erro
 	if err := r.pend.wait(ctx); err != nil {
 		return err
 	}
+	// The outcomes are stored: they count in the campaign's progress.
+	// (The planner-events consumer does not read the planner's own
+	// events, which would cost every message a second delivery.)
+	if err := p.progress.countAll(ctx, r.pend.tallies); err != nil {
+		return err
+	}
+	r.pend.tallies = r.pend.tallies[:0]
 	if r.bits != nil {
 		if err := r.bits.mark(ctx, done); err != nil {
 			return err
@@ -507,13 +514,19 @@ func (p *planner) publishEvent(ctx context.Context, r *request, ev *mailwavev1.D
 		return err
 	}
 	r.pend.futures = append(r.pend.futures, f)
+	if t, ok := tallyOf(ev); ok {
+		r.pend.tallies = append(r.pend.tallies, t)
+	}
 	return nil
 }
 
-// pending collects publish acknowledgements awaited together.
+// pending collects publish acknowledgements awaited together, and the
+// campaign counters the planner's own outcomes add to once they are
+// stored.
 type pending struct {
 	futures []jetstream.PubAckFuture
 	err     error
+	tallies []tally
 }
 
 func (pd *pending) wait(ctx context.Context) error {

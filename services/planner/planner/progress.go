@@ -18,10 +18,12 @@ import (
 	mailwavev1 "github.com/mailwave/mailwave/proto/mailwave/v1"
 )
 
-// progress keeps each campaign's counters in Redis, counted from the
-// EVENTS stream by the planner-events consumer: whichever replica gets an
-// event counts it, and a redelivered event (a crash before its ack) is
-// counted once, because every message remembers which counters it already
+// progress keeps each campaign's counters in Redis. The planner counts
+// its own outcomes (accepted, suppressed, dropped) once they are stored;
+// the others are counted from the EVENTS stream by the planner-events
+// consumer: whichever replica gets an event counts it, and a redelivered
+// event (a crash before its ack) or a request planned again is counted
+// once, because every message remembers which counters it already
 // added to (about 50 bytes per recipient, for MW_CAMPAIGN_TTL). The
 // planner also records where planning stands (planned, held, waiting,
 // refused) with the reason.
@@ -106,11 +108,19 @@ func countersOf(ev *mailwavev1.DeliveryEvent) []string {
 	return nil
 }
 
-// count adds ev to its campaign's counters.
-func (pr *progress) count(ctx context.Context, ev *mailwavev1.DeliveryEvent) error {
+// tally is one message to add to counters of a campaign.
+type tally struct {
+	key    string // campaignKey
+	member string // the message, as the seen hash names it
+	names  []string
+}
+
+// tallyOf returns what ev adds to its campaign's counters; false when it
+// has no campaign or counts in none.
+func tallyOf(ev *mailwavev1.DeliveryEvent) (tally, bool) {
 	names := countersOf(ev)
 	if ev.GetCampaignId() == "" || len(names) == 0 {
-		return nil
+		return tally{}, false
 	}
 	member := ev.GetMessageId()
 	if member == "" {
@@ -119,19 +129,57 @@ func (pr *progress) count(ctx context.Context, ev *mailwavev1.DeliveryEvent) err
 	if len(member) > 16 {
 		member = member[:16]
 	}
-	args := []any{member, pr.ttl.Milliseconds()}
-	for _, n := range names {
+	return tally{key: campaignKey(ev.GetTenant(), ev.GetCampaignId()), member: member, names: names}, true
+}
+
+func (pr *progress) args(t tally) []any {
+	args := []any{t.member, pr.ttl.Milliseconds()}
+	for _, n := range t.names {
 		for _, c := range counters {
 			if c.name == n {
 				args = append(args, c.flag, n)
 			}
 		}
 	}
-	key := campaignKey(ev.GetTenant(), ev.GetCampaignId())
-	if err := countScript.Run(ctx, pr.rdb, []string{key, key + ":seen"}, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	return args
+}
+
+// count adds ev to its campaign's counters.
+func (pr *progress) count(ctx context.Context, ev *mailwavev1.DeliveryEvent) error {
+	t, ok := tallyOf(ev)
+	if !ok {
+		return nil
+	}
+	return pr.countAll(ctx, []tally{t})
+}
+
+// countAll adds every tally in one round trip (a pipeline of script
+// calls). Each message counts once in each counter, however often it is
+// added.
+func (pr *progress) countAll(ctx context.Context, ts []tally) error {
+	if len(ts) == 0 {
+		return nil
+	}
+	for try := 0; ; try++ {
+		cmds := make([]*redis.Cmd, len(ts))
+		_, err := pr.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, t := range ts {
+				cmds[i] = countScript.EvalSha(ctx, p, []string{t.key, t.key + ":seen"}, pr.args(t)...)
+			}
+			return nil
+		})
+		if err == nil || errors.Is(err, redis.Nil) {
+			return nil
+		}
+		// A script cache flushed by a Redis restart: load it, once.
+		if try == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			if err := countScript.Load(ctx, pr.rdb).Err(); err != nil {
+				return fmt.Errorf("planner: campaign progress: %w", err)
+			}
+			continue
+		}
 		return fmt.Errorf("planner: campaign progress: %w", err)
 	}
-	return nil
 }
 
 // setStatus records where planning of req's campaign stands. Progress is

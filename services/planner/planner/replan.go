@@ -286,6 +286,12 @@ func (r *replanner) event(ev *mailwavev1.DeliveryEvent, rec *mailwavev1.MessageR
 }
 
 func (r *replanner) publishEvent(ctx context.Context, ev *mailwavev1.DeliveryEvent, msgID string) error {
-	_, err := r.p.rt.Pub.Publish(ctx, mailwavev1.SubjectEvent(ev.GetKind(), ev.GetTenant()), ev, events.WithMsgID(msgID))
-	return err
+	if _, err := r.p.rt.Pub.Publish(ctx, mailwavev1.SubjectEvent(ev.GetKind(), ev.GetTenant()), ev, events.WithMsgID(msgID)); err != nil {
+		return err
+	}
+	// The planner counts its own outcomes (see planner.publishEvent).
+	if t, ok := tallyOf(ev); ok {
+		return r.p.progress.countAll(ctx, []tally{t})
+	}
+	return nil
 }
