@@ -41,6 +41,10 @@ type connGate struct {
 	keeper  *ratelimit.Keeper
 	key     string
 	limits  shaping.Limits
+	// want, when set, tells the other replicas that this one waits for a
+	// slot of key, so that one of them ends an idle session (see
+	// sessions.yield).
+	want func(ctx context.Context, key string)
 }
 
 // open asks for a connection slot. It returns the lease to release when the
@@ -64,6 +68,9 @@ func (g *connGate) open(ctx context.Context) (*ratelimit.Kept, error) {
 		return nil, &shapedError{after: time.Second, limit: limitUnavailable}
 	}
 	if kept == nil {
+		if g.want != nil {
+			g.want(ctx, g.key)
+		}
 		// A slot frees when a session ends; look again soon rather than
 		// at the oldest lease's expiry.
 		return nil, &shapedError{after: min(gr.RetryAfter, 500*time.Millisecond), limit: limitConnections}

@@ -79,6 +79,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 			go s.redeems.Run(keepCtx, 5*time.Second)
 			defer s.sessions.closeAll()
 			go s.sessions.reapIdle(ctx, cfg.IdleTimeout)
+			go s.sessions.yield(ctx, yieldEvery, s.slotsWanted)
 			go s.signing.reloadEvery(ctx, cfg.DKIMReload)
 			// Either consumer failing stops the other, which drains.
 			ctx, cancel := context.WithCancel(ctx)
@@ -414,6 +415,42 @@ func shapingKey(sourceIP, provider string) string {
 	return sourceIP + "|" + provider
 }
 
+// yieldEvery is how often a sender looks whether another replica waits
+// for a connection slot one of its idle sessions holds.
+const yieldEvery = 250 * time.Millisecond
+
+// wantedKey says, for two seconds, that a replica waits for a connection
+// slot of the gate key.
+func wantedKey(slot string) string { return "mw:conn-wanted:" + slot }
+
+// wantSlot tells the other replicas that this one found every connection
+// slot of slot taken.
+func (s *sender) wantSlot(ctx context.Context, slot string) {
+	if err := s.rt.Redis.Set(ctx, wantedKey(slot), 1, 2*time.Second).Err(); err != nil {
+		s.log.Warn("connection wish not stored", "err", err)
+	}
+}
+
+// slotsWanted reports which of the slots another replica waits for, and
+// clears each wish it reports, so that one replica answers it.
+func (s *sender) slotsWanted(ctx context.Context, slots []string) ([]bool, error) {
+	cmds := make([]*redis.IntCmd, len(slots))
+	_, err := s.rt.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, slot := range slots {
+			cmds[i] = p.Del(ctx, wantedKey(slot))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(slots))
+	for i, c := range cmds {
+		out[i] = c.Val() == 1
+	}
+	return out, nil
+}
+
 // deliveredKey marks a delivered message in Redis until its max age has
 // passed, so no copy of it is ever sent again.
 func deliveredKey(id string) string { return "mw:delivered:" + id }
@@ -623,7 +660,7 @@ func (s *sender) attempt(ctx context.Context, d *mailwavev1.DispatchMessage) out
 		last.text = "no smarthost of relay route " + relay.name + " reachable"
 	}
 	for _, t := range targets {
-		gate := &connGate{limiter: s.limiter, keeper: s.keeper, key: budget + t.connKey, limits: lim}
+		gate := &connGate{limiter: s.limiter, keeper: s.keeper, key: budget + t.connKey, limits: lim, want: s.wantSlot}
 		res, err := s.sessions.send(ctx, t.key, gate, t.dialer, t.serverName, d.GetReturnPath(), d.GetRecipient(), data, redeem)
 		var shaped *shapedError
 		if errors.As(err, &shaped) {

@@ -25,6 +25,8 @@ type sessionKey struct {
 type idle struct {
 	c     *smtpclient.Client
 	lease *ratelimit.Kept
+	// slot is the connection gate's key of the lease.
+	slot  string
 	since time.Time
 }
 
@@ -100,7 +102,7 @@ func (s *sessions) send(ctx context.Context, k sessionKey, gate *connGate, diale
 				}
 				return nil, err
 			}
-			it = idle{c: c, lease: lease}
+			it = idle{c: c, lease: lease, slot: gate.key}
 		}
 		if !readied {
 			if err := ready(); err != nil {
@@ -132,6 +134,74 @@ func (s *sessions) send(ctx context.Context, k sessionKey, gate *connGate, diale
 		s.put(k, it, gate.maxPerConnection())
 		return res, err
 	}
+}
+
+// yield ends, every interval until ctx ends, the longest idle session of
+// each connection slot another replica waits for (wanted reports, and
+// clears, which of the given slots are wanted): a replica with more
+// sessions than it uses would otherwise keep every slot of a provider to
+// itself until its sessions time out, and leave the others waiting.
+func (s *sessions) yield(ctx context.Context, interval time.Duration, wanted func(ctx context.Context, slots []string) ([]bool, error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		// The slots of idle sessions; a slot whose sessions are all busy
+		// has nothing to give.
+		s.mu.Lock()
+		seen := map[string]bool{}
+		var slots []string
+		for _, list := range s.idle {
+			for _, it := range list {
+				if it.lease != nil && !seen[it.slot] {
+					seen[it.slot] = true
+					slots = append(slots, it.slot)
+				}
+			}
+		}
+		s.mu.Unlock()
+		if len(slots) == 0 {
+			continue
+		}
+		want, err := wanted(ctx, slots)
+		if err != nil {
+			continue
+		}
+		for i, slot := range slots {
+			if want[i] {
+				if it, ok := s.takeOldest(slot); ok {
+					s.close(it)
+				}
+			}
+		}
+	}
+}
+
+// takeOldest removes the longest idle session of slot.
+func (s *sessions) takeOldest(slot string) (idle, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var best sessionKey
+	bestAt := -1
+	var since time.Time
+	for k, list := range s.idle {
+		for i, it := range list {
+			if it.slot == slot && it.lease != nil && (bestAt < 0 || it.since.Before(since)) {
+				best, bestAt, since = k, i, it.since
+			}
+		}
+	}
+	if bestAt < 0 {
+		return idle{}, false
+	}
+	list := s.idle[best]
+	it := list[bestAt]
+	s.idle[best] = append(list[:bestAt:bestAt], list[bestAt+1:]...)
+	return it, true
 }
 
 // reapIdle closes sessions idle for longer than timeout until ctx ends.
