@@ -123,12 +123,12 @@ func (l *Limiter) Held(ctx context.Context, key string) (int, error) {
 
 func (l *Limiter) leaseKey(key string) string { return l.prefix + "lease:" + key }
 
-// The lease scripts share a preamble that reads the clock (ARGV[1]: µs or
-// "" for Redis TIME) and drops expired leases, and an epilogue that keeps
-// the set alive exactly as long as its longest lease (on the Redis clock
-// only: Redis expires keys by its own clock, which an injected one does not
-// follow).
-const leaseClock = `
+// Every script of the package starts with scriptClock, which reads the
+// clock (ARGV[1]: µs, or "" for Redis TIME). The lease scripts then share
+// an epilogue that keeps the set alive exactly as long as its longest
+// lease (on the Redis clock only: Redis expires keys by its own clock,
+// which an injected one does not follow).
+const scriptClock = `
 local now = tonumber(ARGV[1])
 local injected = now ~= nil
 if not injected then
@@ -148,7 +148,7 @@ end
 
 // acquireScript: ARGV[2] max, ARGV[3] ttl µs, ARGV[4] lease id. Returns
 // {1, held, expiry µs} or {0, held, µs until the oldest lease expires}.
-var acquireScript = redis.NewScript(leaseClock + leaseKeepAlive + `
+var acquireScript = redis.NewScript(scriptClock + leaseKeepAlive + `
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
 local held = redis.call('ZCARD', KEYS[1])
 if held >= tonumber(ARGV[2]) then
@@ -163,7 +163,7 @@ return {1, held + 1, exp}
 
 // renewScript: ARGV[2] ttl µs, ARGV[3] lease id. Returns {1, expiry µs} or
 // {0, 0} when the lease is gone.
-var renewScript = redis.NewScript(leaseClock + leaseKeepAlive + `
+var renewScript = redis.NewScript(scriptClock + leaseKeepAlive + `
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
 if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then
   return {0, 0}
@@ -175,6 +175,6 @@ return {1, exp}
 `)
 
 // heldScript counts the unexpired leases without changing anything.
-var heldScript = redis.NewScript(leaseClock + `
+var heldScript = redis.NewScript(scriptClock + `
 return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.0f', now), '+inf')
 `)

@@ -217,13 +217,7 @@ func (l *Limiter) Hold(ctx context.Context, key, id string, horizon time.Duratio
 
 // holdScript records a held slot at now (ARGV[1] in µs, or "" for Redis
 // TIME) for request ARGV[2], and keeps the hash at least ARGV[3] µs.
-var holdScript = redis.NewScript(`
-local now = tonumber(ARGV[1])
-local injected = now ~= nil
-if not injected then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+var holdScript = redis.NewScript(scriptClock + `
 redis.call('HSET', KEYS[1], 'r:' .. ARGV[2], string.format('%.0f', now))
 if not injected then
   local ms = math.ceil(tonumber(ARGV[3]) / 1000)
@@ -436,13 +430,7 @@ func ints(v any, n int) ([]int64, error) {
 // clock, since Redis expires keys by its own clock, which an injected one
 // does not follow. Numbers are written with %.0f: the µs values need 16
 // digits, more than Lua's default number format keeps.
-var gcraScript = redis.NewScript(`
-local now = tonumber(ARGV[1])
-local injected = now ~= nil
-if not injected then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+var gcraScript = redis.NewScript(scriptClock + `
 local n = tonumber(ARGV[2])
 local rid = ARGV[3]
 local horizon = tonumber(ARGV[4])
