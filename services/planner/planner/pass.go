@@ -56,6 +56,24 @@ type request struct {
 	pend     pending
 	leftover int
 	seen     int
+	// progressAt is when JetStream last heard that the request is being
+	// worked on (see keepAlive).
+	progressAt time.Time
+}
+
+// keepAlive tells JetStream that a long request is still being planned,
+// so that it is not given to another replica, at most every few seconds:
+// a request planned within them costs no message for it.
+func (p *planner) keepAlive(r *request) {
+	every := 10 * time.Second
+	if w := p.cfg.AckWait; w > 0 {
+		every = min(every, w/3)
+	}
+	if r.msg == nil || time.Since(r.progressAt) < every {
+		return
+	}
+	_ = r.msg.InProgress()
+	r.progressAt = time.Now()
 }
 
 // item is one recipient in a chunk.
@@ -77,7 +95,7 @@ type item struct {
 // plan runs one pass over the request in m at instant now.
 func (p *planner) plan(ctx context.Context, m *events.Msg[*mailwavev1.SendRequest], now time.Time) error {
 	req := m.Payload
-	r := &request{req: req, msg: m, now: now, tx: req.GetPriority() == mailwavev1.Priority_PRIORITY_TRANSACTIONAL}
+	r := &request{req: req, msg: m, now: now, tx: req.GetPriority() == mailwavev1.Priority_PRIORITY_TRANSACTIONAL, progressAt: time.Now()}
 	r.lane = mailwavev1.LaneFor(req.GetPriority())
 	route, err := p.tenancy.Resolve(req.GetTenant(), req.GetBrand(), req.GetMailStream(), req.GetCommunicationType())
 	if err != nil {
@@ -218,9 +236,9 @@ func timeOr(ts *timestamppb.Timestamp, def time.Time) time.Time {
 func (p *planner) count(ctx context.Context, r *request) error {
 	byDomain := map[string]int{}
 	err := p.forEach(ctx, r.req, func(idx int, rcpt *mailwavev1.Recipient) error {
-		if idx%100_000 == 99_999 && r.msg != nil {
+		if idx%100_000 == 99_999 {
 			// Millions of recipients take seconds: keep the request ours.
-			_ = r.msg.InProgress()
+			p.keepAlive(r)
 		}
 		if r.bits.has(idx) {
 			return nil
@@ -324,7 +342,7 @@ func (p *planner) planChunk(ctx context.Context, r *request, batch []*item) erro
 			return err
 		}
 	}
-	_ = r.msg.InProgress()
+	p.keepAlive(r)
 	return nil
 }
 
