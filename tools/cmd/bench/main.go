@@ -256,6 +256,9 @@ func bench(ctx context.Context, o options) (*Result, error) {
 	body = body[:o.size-2]
 	body = append(body, "\r\n"...)
 
+	// What earlier runs (or Postfix) left for the disk to write back
+	// would otherwise be written during this one: start on a quiet disk.
+	syscall.Sync()
 	if o.cpuprofile != "" {
 		f, err := os.Create(o.cpuprofile)
 		if err != nil {
@@ -337,6 +340,7 @@ func bench(ctx context.Context, o options) (*Result, error) {
 	default:
 		res.PostfixVersion = postfixVersion(tools)
 		res.PostfixMessages = o.postfixN
+		syscall.Sync() // as before the pipeline's run
 		rate, err := measurePostfixRelay(ctx, tools, sk, netip.AddrPortFrom(sinkAddr, uint16(sk.Port())).String(),
 			benchMessage(0, "user@d0.bench", body), o.postfixN)
 		if err != nil {
