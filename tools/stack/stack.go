@@ -146,7 +146,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	}
 	pcfg := planner.Config{Common: common, VERPKeys: []string{s.VERPKey}, Pool: "default",
 		SourceIPs: o.SourceIPs, HeloNames: o.HeloNames, BounceDomain: o.BounceDomain, MaxAge: 72 * time.Hour, Workers: 4,
-		TxWorkers: 8, EventWorkers: 4, DNSServer: o.DNSServer, WaveInterval: time.Minute, WaveShare: 0.8,
+		TxWorkers: 64, EventWorkers: 4, DNSServer: o.DNSServer, WaveInterval: time.Minute, WaveShare: 0.8,
 		Recheck: 5 * time.Minute, HoldMax: 24 * time.Hour, CampaignTTL: 45 * 24 * time.Hour}
 	if o.TunePlanner != nil {
 		o.TunePlanner(&pcfg)

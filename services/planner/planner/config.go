@@ -50,7 +50,7 @@ type Config struct {
 	// Workers plan bulk requests; TxWorkers plan transactional ones, in
 	// their own lane.
 	Workers   int `env:"MW_PLANNER_WORKERS" default:"4" usage:"bulk send requests planned at once"`
-	TxWorkers int `env:"MW_PLANNER_TX_WORKERS" default:"8" usage:"transactional send requests planned at once (their own lane)"`
+	TxWorkers int `env:"MW_PLANNER_TX_WORKERS" default:"64" usage:"transactional send requests planned at once (their own lane)"`
 	// EventWorkers count campaign progress and apply preference updates.
 	EventWorkers int `env:"MW_PLANNER_EVENT_WORKERS" default:"4" usage:"events counted for campaign progress at once"`
 	// DNSServer resolves recipient domains' MX to their provider (warm-up
