@@ -20,11 +20,9 @@ type Batcher[Req, Res any] struct {
 	in  chan item[Req, Res]
 	run func(ctx context.Context, reqs []Req) ([]Res, error)
 	max int
-	// Linger, when set, is how long a batch waits for more calls after
-	// its first before it runs, unless it fills first: for work where a
-	// few milliseconds more do not matter and calls arrive one by one
-	// (counting events), so that a steady trickle still goes in batches.
-	Linger time.Duration
+	// linger is how long a batch waits for more calls after its first
+	// (see WithLinger).
+	linger time.Duration
 }
 
 type item[Req, Res any] struct {
@@ -43,6 +41,16 @@ type result[Res any] struct {
 func New[Req, Res any](size int, run func(ctx context.Context, reqs []Req) ([]Res, error)) *Batcher[Req, Res] {
 	size = max(size, 1)
 	return &Batcher[Req, Res]{in: make(chan item[Req, Res], size), run: run, max: size}
+}
+
+// WithLinger makes each batch wait up to d for more calls after its
+// first before it runs, unless it fills first: for work where a few
+// milliseconds more do not matter and calls arrive one by one (counting
+// events), so that a steady trickle still goes in batches. It returns b,
+// and must be called before Run.
+func (b *Batcher[Req, Res]) WithLinger(d time.Duration) *Batcher[Req, Res] {
+	b.linger = d
+	return b
 }
 
 // Do runs req in the next batch and returns its result. When ctx ends
@@ -65,10 +73,18 @@ func (b *Batcher[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 
 // Run runs batches until ctx ends. Each batch gets its own deadline,
 // timeout, since its calls come from many workers. Calls still queued when
-// ctx ends get ctx's cause.
+// ctx ends wait until their own context ends: Run must outlive its
+// callers.
 func (b *Batcher[Req, Res]) Run(ctx context.Context, timeout time.Duration) {
 	items := make([]item[Req, Res], 0, b.max)
 	reqs := make([]Req, 0, b.max)
+	// One timer serves every batch's linger (Reset and Stop leave no
+	// stale tick since Go 1.23).
+	var timer *time.Timer
+	if b.linger > 0 {
+		timer = time.NewTimer(b.linger)
+		timer.Stop()
+	}
 	for {
 		items, reqs = items[:0], reqs[:0]
 		select {
@@ -77,15 +93,12 @@ func (b *Batcher[Req, Res]) Run(ctx context.Context, timeout time.Duration) {
 		case it := <-b.in:
 			items = append(items, it)
 		}
-		var linger <-chan time.Time
-		var timer *time.Timer
-		if b.Linger > 0 {
-			timer = time.NewTimer(b.Linger)
-			linger = timer.C
+		if timer != nil {
+			timer.Reset(b.linger)
 		}
 	drain:
 		for len(items) < b.max {
-			if linger == nil {
+			if timer == nil {
 				select {
 				case it := <-b.in:
 					items = append(items, it)
@@ -97,7 +110,7 @@ func (b *Batcher[Req, Res]) Run(ctx context.Context, timeout time.Duration) {
 			select {
 			case it := <-b.in:
 				items = append(items, it)
-			case <-linger:
+			case <-timer.C:
 				break drain
 			case <-ctx.Done():
 				break drain

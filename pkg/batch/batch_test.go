@@ -5,78 +5,77 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/mailwave/mailwave/pkg/batch"
 )
 
 // Calls made while a batch is in flight go together in the next one, each
-// gets its own result, and no batch exceeds its size.
+// gets its own result, and no batch exceeds its size. In a synctest
+// bubble, so that "while a batch is in flight" is exact: every call has
+// queued before the first batch ends.
 func TestCallsDuringABatchGoTogether(t *testing.T) {
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	first := make(chan struct{})
-	release := make(chan struct{})
-	var mu sync.Mutex
-	var sizes []int
-	b := batch.New(8, func(ctx context.Context, reqs []int) ([]int, error) {
-		mu.Lock()
-		sizes = append(sizes, len(reqs))
-		n := len(sizes)
-		mu.Unlock()
-		if n == 1 {
-			close(first)
-			<-release
-		}
-		out := make([]int, len(reqs))
-		for i, r := range reqs {
-			out[i] = r * 10
-		}
-		return out, nil
-	})
-	go b.Run(ctx, time.Minute)
-
-	got := make([]int, 21)
-	var wg sync.WaitGroup
-	wg.Go(func() { got[0], _ = b.Do(ctx, 0) })
-	<-first
-	// The first batch is in flight: 20 more calls queue behind it.
-	queued := make(chan struct{}, 20)
-	for i := 1; i <= 20; i++ {
-		wg.Go(func() {
-			queued <- struct{}{}
-			v, err := b.Do(ctx, i)
-			if err != nil {
-				t.Error(err)
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		release := make(chan struct{})
+		var mu sync.Mutex
+		var sizes []int
+		b := batch.New(8, func(ctx context.Context, reqs []int) ([]int, error) {
+			mu.Lock()
+			sizes = append(sizes, len(reqs))
+			first := len(sizes) == 1
+			mu.Unlock()
+			if first {
+				<-release
 			}
-			got[i] = v
+			out := make([]int, len(reqs))
+			for i, r := range reqs {
+				out[i] = r * 10
+			}
+			return out, nil
 		})
-	}
-	for range 20 {
-		<-queued
-	}
-	close(release)
-	wg.Wait()
-	for i, v := range got {
-		if v != i*10 {
-			t.Errorf("call %d got %d, want %d", i, v, i*10)
+		go b.Run(ctx, time.Minute)
+
+		got := make([]int, 21)
+		var wg sync.WaitGroup
+		wg.Go(func() { got[0], _ = b.Do(ctx, 0) })
+		synctest.Wait() // the first batch is in flight
+		for i := 1; i <= 20; i++ {
+			wg.Go(func() {
+				v, err := b.Do(ctx, i)
+				if err != nil {
+					t.Error(err)
+				}
+				got[i] = v
+			})
 		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	total := 0
-	for _, n := range sizes {
-		if n > 8 {
-			t.Errorf("a batch of %d calls, more than 8", n)
+		synctest.Wait() // every call has queued behind it
+		close(release)
+		wg.Wait()
+		for i, v := range got {
+			if v != i*10 {
+				t.Errorf("call %d got %d, want %d", i, v, i*10)
+			}
 		}
-		total += n
-	}
-	if total != 21 {
-		t.Errorf("%d calls ran, want 21", total)
-	}
-	if len(sizes) > 1+20 || len(sizes) < 1+3 {
-		t.Errorf("%d batches for 21 calls of at most 8: %v", len(sizes), sizes)
-	}
+		mu.Lock()
+		defer mu.Unlock()
+		total := 0
+		for _, n := range sizes {
+			if n > 8 {
+				t.Errorf("a batch of %d calls, more than 8", n)
+			}
+			total += n
+		}
+		if total != 21 {
+			t.Errorf("%d calls ran, want 21", total)
+		}
+		// The calls queued behind the first batch fill the next one.
+		if len(sizes) < 2 || sizes[0] != 1 || sizes[1] != 8 {
+			t.Errorf("batches %v: want 1 call, then a full batch of 8", sizes)
+		}
+	})
 }
 
 func TestErrorsReachEveryCallOfTheBatch(t *testing.T) {
@@ -129,7 +128,7 @@ func TestLingerGathersATrickle(t *testing.T) {
 		mu.Unlock()
 		return reqs, nil
 	})
-	b.Linger = time.Hour // only a full batch runs
+	b.WithLinger(time.Hour) // only a full batch runs
 	go b.Run(ctx, time.Minute)
 	var wg sync.WaitGroup
 	for i := range 64 {

@@ -180,10 +180,9 @@ func newService(ctx context.Context, cfg Config, rt *service.Runtime, signer *ve
 	}
 	s := &svc{cfg: cfg, th: cfg.thresholds, signer: signer, rt: rt, log: log, messages: messages, supp: supp,
 		counts: &counters{rdb: rt.Redis}, now: time.Now, hostname: cfg.SMTPHostname}
-	s.resets = batch.New(max(cfg.EventWorkers, 1), s.counts.reset)
 	// Deliveries trickle in: a few milliseconds of linger let a busy
 	// stream reset its counters in batches all the same.
-	s.resets.Linger = 5 * time.Millisecond
+	s.resets = batch.New(max(cfg.EventWorkers, 1), s.counts.reset).WithLinger(5 * time.Millisecond)
 	if s.hostname == "" {
 		s.hostname = cfg.BounceDomains[0]
 	}

@@ -176,8 +176,10 @@ func newMonitor(ctx context.Context, cfg Config, pol *Policy, rt *service.Runtim
 	store := &Store{Redis: rt.Redis}
 	m := &monitor{
 		cfg: cfg, policy: pol, rt: rt, log: log, audits: audits,
-		store:   store,
-		records: batch.New(cfg.Workers, store.RecordBatch),
+		store: store,
+		// Events trickle in as mail is delivered: a few milliseconds of
+		// linger let a busy stream go to Redis in batches all the same.
+		records: batch.New(cfg.Workers, store.RecordBatch).WithLinger(5 * time.Millisecond),
 		decider: NewDecider(kv, rt.Pub, pol, log, rt.Metrics),
 		dnsbl:   &DNSBL{Server: cfg.DNSServer},
 		dirty:   map[Scope]struct{}{},
@@ -209,9 +211,6 @@ func (m *monitor) run(ctx context.Context) error {
 	// The batches outlive ctx until the consumer has drained, since its
 	// in-flight handlers wait on them.
 	batchCtx, stopBatches := context.WithCancel(context.WithoutCancel(ctx))
-	// Events trickle in as mail is delivered: a few milliseconds of
-	// linger let a busy stream go to Redis in batches all the same.
-	m.records.Linger = 5 * time.Millisecond
 	go m.records.Run(batchCtx, 5*time.Second)
 	c := &events.Consumer[*mailwavev1.DeliveryEvent]{
 		JS: m.rt.JS, Stream: mailwavev1.StreamEvents, Name: mailwavev1.ConsumerReputationMonitor,

@@ -70,10 +70,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts service.Options
 			keepCtx, stopKeeping := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopKeeping()
 			go s.keeper.Run(keepCtx)
-			// A millisecond of linger before a rate check and two before
-			// a delivered marker (which only holds up the ack) let a busy
-			// sender make one Redis round trip for several messages.
-			s.allow.Linger, s.marks.Linger, s.redeems.Linger = time.Millisecond, 2*time.Millisecond, time.Millisecond
 			go s.allow.Run(keepCtx, 5*time.Second)
 			go s.marks.Run(keepCtx, 5*time.Second)
 			go s.redeems.Run(keepCtx, 5*time.Second)
@@ -120,7 +116,7 @@ type sender struct {
 	// check and, once delivered, its delivered marker.
 	allow *batch.Batcher[ratelimit.Request, ratelimit.Result]
 	marks *batch.Batcher[mark, struct{}]
-	// redeems ends the rate reservations of messages about to be sent.
+	// redeems ends the held rate slots of messages about to be sent.
 	redeems *batch.Batcher[ratelimit.Redemption, struct{}]
 
 	signing    *signing
@@ -192,6 +188,9 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 			return nil, fmt.Errorf("sender: MW_RESPONSE_RULES: %w", err)
 		}
 	}
+	// A millisecond of linger before a rate check and two before a
+	// delivered marker (which only holds up the ack) let a busy sender
+	// make one Redis round trip for several messages.
 	marks := batch.New(256, func(ctx context.Context, ms []mark) ([]struct{}, error) {
 		_, err := rt.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, m := range ms {
@@ -200,12 +199,12 @@ func newSender(cfg Config, rt *service.Runtime, log *slog.Logger) (*sender, erro
 			return nil
 		})
 		return make([]struct{}, len(ms)), err
-	})
+	}).WithLinger(2 * time.Millisecond)
 	return &sender{
-		allow: batch.New(256, limiter.AllowBatch),
+		allow: batch.New(256, limiter.AllowBatch).WithLinger(time.Millisecond),
 		redeems: batch.New(256, func(ctx context.Context, rs []ratelimit.Redemption) ([]struct{}, error) {
 			return make([]struct{}, len(rs)), limiter.RedeemBatch(ctx, rs)
-		}),
+		}).WithLinger(time.Millisecond),
 		marks:       marks,
 		shaping:     pol,
 		limiter:     limiter,
@@ -424,7 +423,7 @@ const yieldEvery = 250 * time.Millisecond
 func wantedKey(slot string) string { return "mw:conn-wanted:" + slot }
 
 // wantSlot tells the other replicas that this one found every connection
-// slot of slot taken.
+// slot of the gate key slot taken.
 func (s *sender) wantSlot(ctx context.Context, slot string) {
 	if err := s.rt.Redis.Set(ctx, wantedKey(slot), 1, 2*time.Second).Err(); err != nil {
 		s.log.Warn("connection wish not stored", "err", err)
